@@ -1,0 +1,128 @@
+"""Depth Watertight Mesh (DW-Mesh) construction, vectorised over frames (spec §3).
+
+Every pixel becomes a vertex; every 2×2 pixel block two triangles; the 1-pixel image border is pushed to a far
+wall at depth 100 and two cap triangles close the solid behind the scene. Faces stretched across depth
+discontinuities (minimum interior angle < 2.5°) are kept as *invisible occluders*: every vertex they touch gets
+RGBA = 0, so a novel view sees "must be generated" instead of background leaking through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ex4d.geometry.conventions import PIXEL_CENTER, unproject_depth
+from ex4d.mesh.filters import extent_valid, min_angle_valid
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """How depth becomes a mesh. Defaults reproduce the reference DW-Mesh except ``pixel_offset``."""
+
+    border_depth: float = 100.0
+    """Depth of the far wall the 1-pixel image border is pushed to."""
+    min_angle_deg: float = 2.5
+    """A face whose smallest interior angle is below this (degrees) is a stretched face."""
+    occluders: Literal["keep", "delete"] = "keep"
+    """``keep``: DW-Mesh (stretched faces stay as alpha-0 occluders); ``delete``: plain depth mesh (ablation)."""
+    extent_filter: bool = False
+    """Also flag faces failing the reference's projected-extent test (computed but unused there)."""
+    extent_threshold: float = 0.013
+    """Threshold of that test: a face is valid if its largest edge extent / scene z-range is below this."""
+    pixel_offset: float = PIXEL_CENTER
+    """Where in a pixel its vertex is unprojected: 0.5 (centre, ours) or 0.0 (the reference's corner, which
+    shifts re-rendered content by half a pixel)."""
+    cap: bool = True
+    """Add the two closing faces behind the scene at the border depth."""
+
+    def __post_init__(self):
+        if self.occluders not in ("keep", "delete"):
+            raise ValueError(f"occluders must be 'keep' or 'delete', got {self.occluders!r}")
+        if not self.border_depth > 0 or not 0 < self.min_angle_deg < 60:
+            raise ValueError("border_depth must be > 0 and min_angle_deg in (0, 60)")
+
+
+@dataclass
+class MeshBatch:
+    """Per-frame meshes sharing one grid topology.
+
+    Attributes:
+        vertices: (B, N, 3) float32 in the source camera frame (OpenCV), N = H·W, vertex i = v·W + u.
+        colors: (B, N, 4) float32 RGBA in [0, 1]; alpha 0 (and RGB 0) on occluder vertices.
+        faces: (F, 3) int64, F = 2(H−1)(W−1) + 2 (with caps), shared by all frames.
+        face_valid: (B, F) bool, False for stretched faces.
+        face_mask: (B, F) bool faces to render, or None for all (``occluders="delete"`` hides invalid ones).
+        height, width: the grid size.
+    """
+
+    vertices: torch.Tensor
+    colors: torch.Tensor
+    faces: torch.Tensor
+    face_valid: torch.Tensor
+    face_mask: torch.Tensor | None
+    height: int
+    width: int
+
+
+def grid_faces(height: int, width: int, cap: bool = True, device=None) -> torch.Tensor:
+    """Triangles of an H×W vertex grid in the reference's order and winding (spec §3.2).
+
+    For each block (TL, TR, BL, BR): all (BL, TL, TR) faces in row-major block order, then all (BL, TR, BR)
+    faces, then the caps (TR_c, TL_c, BR_c) and (BR_c, TL_c, BL_c) over the four image corners.
+
+    Returns:
+        faces: (2(H−1)(W−1) [+ 2], 3) int64.
+    """
+    idx = torch.arange(height * width, device=device).reshape(height, width)
+    tl, tr = idx[:-1, :-1].reshape(-1), idx[:-1, 1:].reshape(-1)
+    bl, br = idx[1:, :-1].reshape(-1), idx[1:, 1:].reshape(-1)
+    faces = [torch.stack([bl, tl, tr], 1), torch.stack([bl, tr, br], 1)]
+    if cap:
+        c_tl, c_tr, c_bl, c_br = 0, width - 1, (height - 1) * width, height * width - 1
+        faces.append(torch.tensor([[c_tr, c_tl, c_br], [c_br, c_tl, c_bl]], device=device))
+    return torch.cat(faces, 0)
+
+
+def build_dw_mesh(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
+                  settings: MeshSettings = MeshSettings()) -> MeshBatch:
+    """Build the DW-Mesh of each frame.
+
+    Args:
+        depth_z: (B, H, W) float z-depth, finite and positive (checked by the caller).
+        frames: (B, H, W, 3) uint8 colours.
+        K: (3, 3) or (B, 3, 3) intrinsics of the source camera.
+        settings: construction options.
+
+    Returns:
+        A :class:`MeshBatch` on ``depth_z``'s device.
+    """
+    batch, height, width = depth_z.shape
+    depth = depth_z.to(torch.float32).clone()
+    # The reference pushes the 1-pixel border to a far wall; with the caps this closes the solid.
+    depth[:, [0, -1], :] = settings.border_depth
+    depth[:, :, [0, -1]] = settings.border_depth
+    vertices = unproject_depth(depth, K.to(depth), offset=settings.pixel_offset).reshape(batch, -1, 3)
+    faces = grid_faces(height, width, settings.cap, device=depth.device)
+
+    corners = vertices[:, faces]  # (B, F, 3 corners, 3 xyz)
+    valid = min_angle_valid(corners, settings.min_angle_deg)
+    if settings.extent_filter:
+        z = vertices[..., 2]
+        z_range = (z.amax(1) - z.amin(1)).clamp_min(1e-12)
+        valid &= extent_valid(corners, z_range, settings.extent_threshold)
+    del corners
+
+    colors = torch.ones(batch, height * width, 4, device=depth.device)
+    colors[..., :3] = frames.reshape(batch, -1, 3).to(device=depth.device, dtype=torch.float32) / 255.0
+    face_mask = None
+    if settings.occluders == "keep":
+        # Any vertex touching a stretched face becomes transparent black (per-vertex, as the reference).
+        frame_idx, face_idx = (~valid).nonzero(as_tuple=True)
+        occluder = torch.zeros(batch, height * width, dtype=torch.bool, device=depth.device)
+        occluder[frame_idx[:, None].expand(-1, 3), faces[face_idx]] = True
+        colors[occluder] = 0.0
+    else:
+        face_mask = valid
+    return MeshBatch(vertices, colors, faces, valid, face_mask, height, width)
