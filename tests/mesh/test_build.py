@@ -39,6 +39,9 @@ def reference_loop_mesh(depth, frame, f=500.0, offset=0.5, border=100.0, min_ang
             if not ok:
                 for i in face:
                     colors[i] = [0.0, 0.0, 0.0, 0.0]
+        # ex4d's one difference (docs/conventions.md): the cap corners are occluders as well.
+        for i in (0, W - 1, (H - 1) * W, H * W - 1):
+            colors[i] = [0.0, 0.0, 0.0, 0.0]
     return np.array(verts), np.array(faces), np.array(colors), np.array(valid)
 
 

@@ -122,6 +122,10 @@ def build_dw_mesh(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
         frame_idx, face_idx = (~valid).nonzero(as_tuple=True)
         occluder = torch.zeros(batch, height * width, dtype=torch.bool, device=depth.device)
         occluder[frame_idx[:, None].expand(-1, 3), faces[face_idx]] = True
+        if settings.cap:
+            # The closing faces are occluders too. The reference leaves the TL/BR corners opaque, which gives
+            # its caps an alpha gradient that can z-fight with the far wall along the image border.
+            occluder[:, [0, width - 1, (height - 1) * width, height * width - 1]] = True
         colors[occluder] = 0.0
     else:
         face_mask = valid

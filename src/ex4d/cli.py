@@ -1,0 +1,128 @@
+"""Command-line interface: ``ex4d recon``, ``ex4d trajectory`` (thin wrappers over the Python API)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ex4d import __version__
+from ex4d.errors import InputError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_recon(sub) -> None:
+    p = sub.add_parser("recon", help="build the DW-Mesh of every frame and render it along a camera path",
+                       description="Video + depth -> colour video, mask video (255 = seen in the source) and "
+                                   "cameras along a trajectory.")
+    p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
+    p.add_argument("--depth", help="D.npz: 'depth' (T,H,W) float32 z-depth, optional 'intrinsics' (3,3)/(T,3,3)")
+    p.add_argument("--cam", default="180", help="preset (30, 60, 90, 180, 180_outer, orbit, spiral, dolly, "
+                   "zoom_in, zoom_out, pan, tilt; parameters as orbit:angle=120) or a trajectory .json/.npz")
+    p.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
+    p.add_argument("--num-frames", type=int, default=49, help="frames taken from the start (0 = all; default 49)")
+    p.add_argument("--height", type=_positive_int, help="working height (default: the depth maps')")
+    p.add_argument("--width", type=_positive_int, help="working width (default: the depth maps')")
+    p.add_argument("--save-mesh", action="store_true", help="also write frame 0's mesh as DW-Mesh.ply")
+    p.add_argument("--save-arrays", action="store_true",
+                   help="also write render_<cam>.npz: color (T,H,W,3) uint8, mask (T,H,W) bool, depth (T,H,W)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    g = p.add_argument_group("mesh and render options (defaults = the reference DW-Mesh)")
+    g.add_argument("--mesh", choices=("dw", "plain"), default="dw",
+                   help="dw: stretched faces kept as invisible occluders; plain: deleted (ablation)")
+    g.add_argument("--extent-filter", action="store_true", help="also apply the reference's unused extent test")
+    g.add_argument("--min-angle", type=float, default=2.5, help="stretched-face angle threshold in degrees")
+    g.add_argument("--border-depth", type=float, default=100.0, help="depth of the far wall (default 100)")
+    g.add_argument("--pixel-offset", type=float, default=0.5,
+                   help="vertex position inside its pixel: 0.5 = centre (ours), 0 = the reference's corner")
+    g.add_argument("--supersample", type=_positive_int, default=1, help="s×s samples per pixel (antialiasing)")
+    g.add_argument("--render-backend", choices=("warp", "torch"), default="warp")
+    g.add_argument("--batch-size", type=_positive_int, default=8, help="frames meshed and rendered together")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_recon)
+
+
+def _run_recon(args) -> int:
+    from ex4d.mesh.build import MeshSettings
+    from ex4d.recon import output_name, recon, write_recon_outputs
+    from ex4d.render.dwmesh import RenderSettings
+    from ex4d.render.raster import RasterSettings
+
+    if args.depth is None:
+        raise InputError("this version has no depth backend yet: pass --depth D.npz with your own depth maps")
+    if not Path(args.input_video).exists():
+        raise InputError(f"{args.input_video}: input video not found")
+    try:
+        mesh = MeshSettings(border_depth=args.border_depth, min_angle_deg=args.min_angle,
+                            occluders="keep" if args.mesh == "dw" else "delete",
+                            extent_filter=args.extent_filter, pixel_offset=args.pixel_offset)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    render = RenderSettings(backend=args.render_backend, raster=RasterSettings(supersample=args.supersample))
+    result = recon(args.input_video, args.depth, cam=args.cam, num_frames=args.num_frames or None,
+                   height=args.height, width=args.width, mesh_settings=mesh, render_settings=render,
+                   device=args.device, batch_size=args.batch_size, progress=not args.quiet)
+    paths = write_recon_outputs(result, args.output_dir, output_name(args.cam), args.save_mesh, args.save_arrays)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _add_trajectory(sub) -> None:
+    p = sub.add_parser("trajectory", help="write a preset or keyframed trajectory to a file",
+                       description="Export any trajectory (preset or file) as .json or .npz per-frame cameras.")
+    p.add_argument("--cam", required=True, help="preset name (with parameters) or a trajectory file")
+    p.add_argument("--num-frames", type=_positive_int, default=49)
+    p.add_argument("--radius", type=float, default=None,
+                   help="pivot distance r (the reference uses nearest frame-0 depth + 0.15); needed by presets")
+    p.add_argument("--output", required=True, help="destination .json or .npz")
+    p.set_defaults(func=_run_trajectory)
+
+
+def _run_trajectory(args) -> int:
+    from ex4d.geometry.trajectory import make_trajectory
+    from ex4d.io.trajectory_file import TRAJECTORY_SUFFIXES, load_trajectory, save_trajectory
+
+    if Path(args.cam).suffix.lower() in TRAJECTORY_SUFFIXES:
+        trajectory = load_trajectory(args.cam, args.num_frames)
+    else:
+        if args.radius is None or not args.radius > 0:
+            raise InputError("--radius (a positive pivot distance) is needed to build a preset")
+        trajectory = make_trajectory(args.cam, args.num_frames, args.radius)
+    print(save_trajectory(args.output, trajectory))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ex4d", description="Extreme-viewpoint 4D video synthesis.")
+    parser.add_argument("--version", action="version", version=f"ex4d {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_recon(sub)
+    _add_trajectory(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ex4d`` console script. Bad input: one line on stderr, exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"ex4d {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable output folder, full disk, ...
+        print(f"ex4d {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ex4d {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
