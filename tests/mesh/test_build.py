@@ -186,3 +186,24 @@ def test_bad_settings_raise():
         MeshSettings(occluders="hide")
     with pytest.raises(ValueError):
         MeshSettings(min_angle_deg=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_grid_filters_match_the_per_face_definitions(seed):
+    from ex4d.mesh.filters import extent_valid, grid_extent_valid, grid_min_angle_valid, min_angle_valid
+
+    rng = np.random.default_rng(seed)
+    depth = torch.from_numpy(rng.uniform(2, 3, (2, 12, 14)))
+    depth[:, 3:7, 2:9] = 1.0
+    depth[1, 5:, :] += torch.from_numpy(rng.uniform(0, 0.5, (7, 14)))
+    from ex4d.geometry.conventions import unproject_depth
+    points = unproject_depth(depth, reference_intrinsics(12, 14).double())
+    faces = grid_faces(12, 14, cap=False)
+    corners = points.reshape(2, -1, 3)[:, faces]
+    first, second = grid_min_angle_valid(points)
+    assert torch.equal(torch.cat([first.reshape(2, -1), second.reshape(2, -1)], 1), min_angle_valid(corners))
+    z_range = depth.amax((1, 2)) - depth.amin((1, 2))
+    first, second = grid_extent_valid(points, z_range, 0.05)
+    expected = extent_valid(corners, z_range, 0.05)
+    assert torch.equal(torch.cat([first.reshape(2, -1), second.reshape(2, -1)], 1), expected)
+    assert 0 < expected.sum() < expected.numel()

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from ex4d.geometry.conventions import PIXEL_CENTER, unproject_depth
-from ex4d.mesh.filters import extent_valid, min_angle_valid
+from ex4d.mesh.filters import extent_valid, grid_extent_valid, grid_min_angle_valid, min_angle_valid
 
 
 @dataclass(frozen=True)
@@ -103,30 +103,42 @@ def build_dw_mesh(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
     # The reference pushes the 1-pixel border to a far wall; with the caps this closes the solid.
     depth[:, [0, -1], :] = settings.border_depth
     depth[:, :, [0, -1]] = settings.border_depth
-    vertices = unproject_depth(depth, K.to(depth), offset=settings.pixel_offset).reshape(batch, -1, 3)
+    points = unproject_depth(depth, K.to(depth), offset=settings.pixel_offset)  # (B, H, W, 3)
+    vertices = points.reshape(batch, -1, 3)
     faces = grid_faces(height, width, settings.cap, device=depth.device)
 
-    corners = vertices[:, faces]  # (B, F, 3 corners, 3 xyz)
-    valid = min_angle_valid(corners, settings.min_angle_deg)
+    first, second = grid_min_angle_valid(points, settings.min_angle_deg)  # (B, H-1, W-1) each
     if settings.extent_filter:
-        z = vertices[..., 2]
-        z_range = (z.amax(1) - z.amin(1)).clamp_min(1e-12)
-        valid &= extent_valid(corners, z_range, settings.extent_threshold)
-    del corners
+        z_range = (depth.amax((1, 2)) - depth.amin((1, 2))).clamp_min(1e-12)
+        extent_first, extent_second = grid_extent_valid(points, z_range, settings.extent_threshold)
+        first, second = first & extent_first, second & extent_second
+    valid = [first.reshape(batch, -1), second.reshape(batch, -1)]
+    if settings.cap:
+        cap_corners = vertices[:, faces[-2:]]  # (B, 2, 3, 3)
+        cap_valid = min_angle_valid(cap_corners, settings.min_angle_deg)
+        if settings.extent_filter:
+            cap_valid &= extent_valid(cap_corners, z_range, settings.extent_threshold)
+        valid.append(cap_valid)
+    valid = torch.cat(valid, 1)
 
-    colors = torch.ones(batch, height * width, 4, device=depth.device)
-    colors[..., :3] = frames.reshape(batch, -1, 3).to(device=depth.device, dtype=torch.float32) / 255.0
+    colors = torch.ones(batch, height, width, 4, device=depth.device)
+    colors[..., :3] = frames.to(device=depth.device, dtype=torch.float32) / 255.0
     face_mask = None
     if settings.occluders == "keep":
-        # Any vertex touching a stretched face becomes transparent black (per-vertex, as the reference).
-        frame_idx, face_idx = (~valid).nonzero(as_tuple=True)
-        occluder = torch.zeros(batch, height * width, dtype=torch.bool, device=depth.device)
-        occluder[frame_idx[:, None].expand(-1, 3), faces[face_idx]] = True
+        # Every vertex touching a stretched face becomes transparent black (per-vertex, as the reference).
+        bad_first, bad_second = ~first, ~second
+        bad_both = bad_first | bad_second
+        occluder = torch.zeros(batch, height, width, dtype=torch.bool, device=depth.device)
+        occluder[:, :-1, :-1] |= bad_first  # TL
+        occluder[:, 1:, :-1] |= bad_both  # BL
+        occluder[:, :-1, 1:] |= bad_both  # TR
+        occluder[:, 1:, 1:] |= bad_second  # BR
         if settings.cap:
             # The closing faces are occluders too. The reference leaves the TL/BR corners opaque, which gives
             # its caps an alpha gradient that can z-fight with the far wall along the image border.
-            occluder[:, [0, width - 1, (height - 1) * width, height * width - 1]] = True
+            occluder[:, [0, 0, -1, -1], [0, -1, 0, -1]] = True
         colors[occluder] = 0.0
     else:
         face_mask = valid
+    colors = colors.reshape(batch, -1, 4)
     return MeshBatch(vertices, colors, faces, valid, face_mask, height, width)

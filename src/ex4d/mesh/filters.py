@@ -1,7 +1,13 @@
-"""Per-face tests that flag faces stretched across depth discontinuities (spec §3.4). Flags, never deletion."""
+"""Per-face tests that flag faces stretched across depth discontinuities (spec §3.4). Flags, never deletion.
+
+The ``*_valid`` functions work on any triangles given by their corners (the readable definition, used for the
+two cap faces and in tests); the ``grid_*`` functions compute the same flags for all grid faces at once from the
+grid's shared edges, which is several times faster for H×W meshes.
+"""
 
 from __future__ import annotations
 
+import math
 
 import torch
 
@@ -34,16 +40,7 @@ def min_angle_valid(corners: torch.Tensor, min_angle_deg: float = 2.5) -> torch.
     Args:
         corners: (..., 3, 3). Returns: (...,) bool.
     """
-    if corners.shape[-3] == 0:
-        return torch.ones(corners.shape[:-2], dtype=torch.bool, device=corners.device)
-    # Chunk over faces: the angle temporaries are several times the size of ``corners``.
-    flat = corners.reshape(-1, 3, 3)
-    out = torch.empty(flat.shape[0], dtype=torch.bool, device=corners.device)
-    step = 1 << 22
-    for start in range(0, flat.shape[0], step):
-        angles = interior_angles_deg(flat[start:start + step])
-        out[start:start + step] = angles.amin(-1) >= min_angle_deg
-    return out.reshape(corners.shape[:-2])
+    return interior_angles_deg(corners).amin(-1) >= min_angle_deg
 
 
 def extent_valid(corners: torch.Tensor, z_range: torch.Tensor, threshold: float = 0.013) -> torch.Tensor:
@@ -61,3 +58,57 @@ def extent_valid(corners: torch.Tensor, z_range: torch.Tensor, threshold: float 
     return extent / z_range[:, None] < threshold
 
 
+
+
+def _grid_edges(points: torch.Tensor):
+    """The three edge families of a vertex grid (B, H, W, 3): horizontal (v,u)->(v,u+1), vertical (v,u)->(v+1,u),
+    and diagonal BL->TR of each block, (v+1,u)->(v,u+1)."""
+    horizontal = points[:, :, 1:] - points[:, :, :-1]
+    vertical = points[:, 1:] - points[:, :-1]
+    diagonal = points[:, :-1, 1:] - points[:, 1:, :-1]
+    return horizontal, vertical, diagonal
+
+
+def grid_min_angle_valid(points: torch.Tensor, min_angle_deg: float = 2.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`min_angle_valid` for every grid face, from shared edges (no per-face gathers, no arccos).
+
+    Args:
+        points: (B, H, W, 3) grid vertices.
+
+    Returns:
+        (first, second): (B, H-1, W-1) bool validity of each block's (BL, TL, TR) and (BL, TR, BR) face.
+    """
+    horizontal, vertical, diagonal = _grid_edges(points)
+    n_h, n_v, n_d = horizontal.norm(dim=-1), vertical.norm(dim=-1), diagonal.norm(dim=-1)
+    top, bottom = horizontal[:, :-1], horizontal[:, 1:]
+    left, right = vertical[:, :, :-1], vertical[:, :, 1:]
+    n_top, n_bottom, n_left, n_right = n_h[:, :-1], n_h[:, 1:], n_v[:, :, :-1], n_v[:, :, 1:]
+
+    # An angle is below the threshold iff its cosine is above cos(threshold) (arccos is decreasing); compared
+    # without dividing: cos = a.b / (|a||b| + 1e-12) > limit  <=>  a.b > limit (|a||b| + 1e-12).
+    limit = math.cos(math.radians(min_angle_deg))
+
+    def sharp(dot, na, nb):
+        return dot > limit * (na * nb + 1e-12)
+
+    def dot(a, b):
+        return torch.einsum("...i,...i->...", a, b)
+
+    left_diag, diag_top, diag_bottom, diag_right = dot(left, diagonal), dot(diagonal, top), \
+        dot(diagonal, bottom), dot(diagonal, right)
+    first = ~(sharp(-left_diag, n_left, n_d)  # at BL: (TL - BL) = -left, (TR - BL) = diagonal
+              | sharp(dot(left, top), n_left, n_top)  # at TL: (BL - TL) = left, (TR - TL) = top
+              | sharp(diag_top, n_d, n_top))  # at TR: (BL - TR) = -diagonal, (TL - TR) = -top
+    second = ~(sharp(diag_bottom, n_d, n_bottom)  # at BL: diagonal, (BR - BL) = bottom
+               | sharp(-diag_right, n_d, n_right)  # at TR: -diagonal, (BR - TR) = right
+               | sharp(dot(bottom, right), n_bottom, n_right))  # at BR: -bottom, -right
+    return first, second
+
+
+def grid_extent_valid(points: torch.Tensor, z_range: torch.Tensor, threshold: float = 0.013):
+    """:func:`extent_valid` for every grid face. Returns (first, second) as :func:`grid_min_angle_valid`."""
+    horizontal, vertical, diagonal = (e.abs().amax(-1) for e in _grid_edges(points))
+    first = torch.maximum(torch.maximum(vertical[:, :, :-1], horizontal[:, :-1]), diagonal)
+    second = torch.maximum(torch.maximum(diagonal, horizontal[:, 1:]), vertical[:, :, 1:])
+    limit = threshold * z_range[:, None, None]
+    return first < limit, second < limit
