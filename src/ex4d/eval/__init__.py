@@ -1,0 +1,1 @@
+"""Evaluation: geometric mask metrics against ground truth (and, later, image/video metrics)."""
