@@ -2,7 +2,7 @@
 
 Usage:
     python bench/geometry.py [--seeds 0,1,2] [--presets 30,60,90,180,180_outer] [--size 128x128] [--frames 17]
-                             [--methods dw-mesh,plain-mesh,points] [--min-angle 2.5] [--device auto]
+                             [--methods dw-mesh,dw-mesh-scaled,plain-mesh,points] [--min-angle 2.5] [--device auto]
                              [--json out.json] [--per-scene]
 
 For every scene seed and camera preset it ray-casts the source video with exact depth, re-renders it along the

@@ -38,6 +38,9 @@ def _add_recon(sub) -> None:
                    help="dw: stretched faces kept as invisible occluders; plain: deleted (ablation)")
     g.add_argument("--extent-filter", action="store_true", help="also apply the reference's unused extent test")
     g.add_argument("--min-angle", type=float, default=2.5, help="stretched-face angle threshold in degrees")
+    g.add_argument("--scale-min-angle", action="store_true",
+                   help="rescale the angle threshold from the reference's 500 px focal to this video's focal "
+                        "(fewer leaks at small resolutions; see BENCHMARKS.md)")
     g.add_argument("--border-depth", type=float, default=100.0, help="depth of the far wall (default 100)")
     g.add_argument("--pixel-offset", type=float, default=0.5,
                    help="vertex position inside its pixel: 0.5 = centre (ours), 0 = the reference's corner")
@@ -49,6 +52,7 @@ def _add_recon(sub) -> None:
 
 
 def _run_recon(args) -> int:
+    from ex4d.geometry.conventions import REFERENCE_FOCAL_PX
     from ex4d.mesh.build import MeshSettings
     from ex4d.recon import output_name, recon, write_recon_outputs
     from ex4d.render.dwmesh import RenderSettings
@@ -61,7 +65,8 @@ def _run_recon(args) -> int:
     try:
         mesh = MeshSettings(border_depth=args.border_depth, min_angle_deg=args.min_angle,
                             occluders="keep" if args.mesh == "dw" else "delete",
-                            extent_filter=args.extent_filter, pixel_offset=args.pixel_offset)
+                            extent_filter=args.extent_filter, pixel_offset=args.pixel_offset,
+                            angle_reference_focal=REFERENCE_FOCAL_PX if args.scale_min_angle else None)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     render = RenderSettings(backend=args.render_backend, raster=RasterSettings(supersample=args.supersample))

@@ -207,3 +207,21 @@ def test_grid_filters_match_the_per_face_definitions(seed):
     expected = extent_valid(corners, z_range, 0.05)
     assert torch.equal(torch.cat([first.reshape(2, -1), second.reshape(2, -1)], 1), expected)
     assert 0 < expected.sum() < expected.numel()
+
+
+def test_focal_scaled_threshold_flags_the_same_relative_step_at_any_focal():
+    # At f = 500 the scaled threshold is exactly the reference's; at f = 125 a step the 2.5° test misses (it
+    # is only ~8 pixel footprints deep there) is flagged once the threshold is rescaled.
+    H, W, D = 8, 8, 5.0
+    depth = torch.full((1, H, W), D)
+    depth[:, :, 4:] = D + 0.4  # 0.4 / (5 / 125) = 10 footprints at f=125, 40 footprints at f=500
+    blank = torch.zeros(1, H, W, 3, dtype=torch.uint8)
+    scaled = MeshSettings(angle_reference_focal=500.0)
+    K500, K125 = reference_intrinsics(H, W), reference_intrinsics(H, W, focal=125.0)
+    assert torch.equal(build_dw_mesh(depth, blank, K500).face_valid, build_dw_mesh(depth, blank, K500, scaled).face_valid)
+    step_faces = lambda m: m.face_valid[0, :-2][(m.faces[:-2] % W).min(1).values.eq(3) & (m.faces[:-2] // W > 0).all(1)
+                                                & (m.faces[:-2] // W < H - 1).all(1)]
+    assert step_faces(build_dw_mesh(depth, blank, K125)).all()  # the reference's threshold misses it
+    assert not step_faces(build_dw_mesh(depth, blank, K125, scaled)).any()
+    with pytest.raises(ValueError):
+        MeshSettings(angle_reference_focal=0.0)

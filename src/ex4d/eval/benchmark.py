@@ -36,6 +36,7 @@ import torch
 
 from ex4d.data import default_intrinsics, ground_truth_for_trajectory, make_scene, render_scene_video
 from ex4d.eval.geometric import mask_metrics, masked_psnr
+from ex4d.geometry.conventions import REFERENCE_FOCAL_PX
 from ex4d.geometry.trajectory import make_trajectory, reference_radius
 from ex4d.io.video import Video
 from ex4d.mesh.build import MeshSettings
@@ -48,7 +49,7 @@ __all__ = [
     "leak_breakdown", "run_method",
 ]
 
-METHODS = ("dw-mesh", "plain-mesh", "points")
+METHODS = ("dw-mesh", "dw-mesh-scaled", "plain-mesh", "points")
 PRESETS = ("30", "60", "90", "180", "180_outer")
 #: What each preset stands for in the paper's angle buckets.
 ANGLE_BUCKETS = {
@@ -60,7 +61,7 @@ ANGLE_BUCKETS = {
 }
 #: Leak categories of :func:`leak_breakdown` (each a share of the leaked pixels; a pixel may be in several).
 LEAK_CATEGORIES = ("edge", "border", "out_of_view", "occluded", "no_surface", "wall", "floor", "object")
-_MESH_METHODS = ("dw-mesh", "plain-mesh")
+_MESH_METHODS = ("dw-mesh", "dw-mesh-scaled", "plain-mesh")
 
 
 def run_method(method: str, frames: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c: np.ndarray,
@@ -75,7 +76,9 @@ def run_method(method: str, frames: np.ndarray, depth: np.ndarray, K: np.ndarray
         w2c: (T, 4, 4) target cameras (``trajectory.w2c``); trajectory: the :class:`Trajectory` (mesh methods).
         device: ``auto``, ``cpu`` or ``cuda``.
         render_settings, batch_size: passed to :func:`ex4d.recon.recon` (batch_size also batches the splatting).
-        mesh_settings: the DW-Mesh's settings; ``plain-mesh`` uses them with ``occluders="delete"``.
+        mesh_settings: the DW-Mesh's settings; ``plain-mesh`` uses them with ``occluders="delete"``, and
+            ``dw-mesh-scaled`` with the stretched-face threshold rescaled to the focal length
+            (``angle_reference_focal=500``).
 
     Returns:
         ``(color (T, H, W, 3) uint8, seen (T, H, W) bool, depth (T, H, W) float32)`` numpy arrays.
@@ -86,7 +89,9 @@ def run_method(method: str, frames: np.ndarray, depth: np.ndarray, K: np.ndarray
 
         traj = trajectory if trajectory is not None else Trajectory(w2c=np.asarray(w2c, np.float64))
         video = Video(frames=frames, fps=fps, source_size=frames.shape[1:3])
-        settings = dataclasses.replace(mesh_settings, occluders="keep" if method == "dw-mesh" else "delete")
+        settings = dataclasses.replace(mesh_settings, occluders="delete" if method == "plain-mesh" else "keep")
+        if method == "dw-mesh-scaled":  # the 2.5° threshold rescaled from the reference's 500 px focal
+            settings = dataclasses.replace(settings, angle_reference_focal=REFERENCE_FOCAL_PX)
         res = recon(video, depth, cam=traj, num_frames=None, intrinsics=np.asarray(K), mesh_settings=settings,
                     render_settings=render_settings, device=device, batch_size=batch_size, progress=False)
         return res.color, res.mask, res.depth

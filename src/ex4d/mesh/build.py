@@ -8,6 +8,7 @@ RGBA = 0, so a novel view sees "must be generated" instead of background leaking
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +26,10 @@ class MeshSettings:
     """Depth of the far wall the 1-pixel image border is pushed to."""
     min_angle_deg: float = 2.5
     """A face whose smallest interior angle is below this (degrees) is a stretched face."""
+    angle_reference_focal: float | None = None
+    """If set (e.g. 500, the reference's focal), ``min_angle_deg`` is taken to hold at this focal length and is
+    rescaled for the actual one, tan θ' = tan θ · f_ref / f, so the test flags the same depth step relative to the
+    pixel footprint at any resolution. ``None`` (default) applies ``min_angle_deg`` as is, like the reference."""
     occluders: Literal["keep", "delete"] = "keep"
     """``keep``: DW-Mesh (stretched faces stay as alpha-0 occluders); ``delete``: plain depth mesh (ablation)."""
     extent_filter: bool = False
@@ -42,6 +47,8 @@ class MeshSettings:
             raise ValueError(f"occluders must be 'keep' or 'delete', got {self.occluders!r}")
         if not self.border_depth > 0 or not 0 < self.min_angle_deg < 60:
             raise ValueError("border_depth must be > 0 and min_angle_deg in (0, 60)")
+        if self.angle_reference_focal is not None and not self.angle_reference_focal > 0:
+            raise ValueError("angle_reference_focal must be positive (or None)")
 
 
 @dataclass
@@ -64,6 +71,15 @@ class MeshBatch:
     face_mask: torch.Tensor | None
     height: int
     width: int
+
+
+def _min_angle(settings: MeshSettings, K: torch.Tensor, batch: int) -> float | torch.Tensor:
+    """The stretched-face threshold in degrees: a number, or (B,) when rescaled by each frame's focal length."""
+    if settings.angle_reference_focal is None:
+        return float(settings.min_angle_deg)
+    focal = K.expand(batch, 3, 3)[:, [0, 1], [0, 1]].mean(-1)
+    scaled = math.tan(math.radians(settings.min_angle_deg)) * settings.angle_reference_focal / focal
+    return torch.rad2deg(torch.atan(scaled))
 
 
 def grid_faces(height: int, width: int, cap: bool = True, device=None) -> torch.Tensor:
@@ -107,7 +123,8 @@ def build_dw_mesh(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
     vertices = points.reshape(batch, -1, 3)
     faces = grid_faces(height, width, settings.cap, device=depth.device)
 
-    first, second = grid_min_angle_valid(points, settings.min_angle_deg)  # (B, H-1, W-1) each
+    min_angle = _min_angle(settings, K.to(depth), batch)
+    first, second = grid_min_angle_valid(points, min_angle)  # (B, H-1, W-1) each
     if settings.extent_filter:
         z_range = (depth.amax((1, 2)) - depth.amin((1, 2))).clamp_min(1e-12)
         extent_first, extent_second = grid_extent_valid(points, z_range, settings.extent_threshold)
@@ -115,7 +132,7 @@ def build_dw_mesh(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
     valid = [first.reshape(batch, -1), second.reshape(batch, -1)]
     if settings.cap:
         cap_corners = vertices[:, faces[-2:]]  # (B, 2, 3, 3)
-        cap_valid = min_angle_valid(cap_corners, settings.min_angle_deg)
+        cap_valid = min_angle_valid(cap_corners, min_angle if isinstance(min_angle, float) else min_angle[:, None])
         if settings.extent_filter:
             cap_valid &= extent_valid(cap_corners, z_range, settings.extent_threshold)
         valid.append(cap_valid)

@@ -31,7 +31,7 @@ def interior_angles_deg(corners: torch.Tensor) -> torch.Tensor:
     return torch.stack([angle(v1 - v0, v2 - v0), angle(v2 - v1, v0 - v1), angle(v0 - v2, v1 - v2)], -1)
 
 
-def min_angle_valid(corners: torch.Tensor, min_angle_deg: float = 2.5) -> torch.Tensor:
+def min_angle_valid(corners: torch.Tensor, min_angle_deg: float | torch.Tensor = 2.5) -> torch.Tensor:
     """True for faces whose smallest interior angle is at least ``min_angle_deg``.
 
     A face spanning a depth step between neighbouring pixels is a sliver nearly parallel to the viewing ray;
@@ -69,11 +69,13 @@ def _grid_edges(points: torch.Tensor):
     return horizontal, vertical, diagonal
 
 
-def grid_min_angle_valid(points: torch.Tensor, min_angle_deg: float = 2.5) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_min_angle_valid(points: torch.Tensor, min_angle_deg: float | torch.Tensor = 2.5
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`min_angle_valid` for every grid face, from shared edges (no per-face gathers, no arccos).
 
     Args:
         points: (B, H, W, 3) grid vertices.
+        min_angle_deg: threshold in degrees, a number or a (B,) tensor (one per frame).
 
     Returns:
         (first, second): (B, H-1, W-1) bool validity of each block's (BL, TL, TR) and (BL, TR, BR) face.
@@ -86,7 +88,9 @@ def grid_min_angle_valid(points: torch.Tensor, min_angle_deg: float = 2.5) -> tu
 
     # An angle is below the threshold iff its cosine is above cos(threshold) (arccos is decreasing); compared
     # without dividing: cos = a.b / (|a||b| + 1e-12) > limit  <=>  a.b > limit (|a||b| + 1e-12).
-    limit = math.cos(math.radians(min_angle_deg))
+    limit = torch.cos(torch.deg2rad(torch.as_tensor(min_angle_deg, dtype=points.dtype, device=points.device)))
+    if limit.ndim:
+        limit = limit.reshape(-1, 1, 1)
 
     def sharp(dot, na, nb):
         return dot > limit * (na * nb + 1e-12)
