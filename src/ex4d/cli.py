@@ -1,4 +1,4 @@
-"""Command-line interface: ``ex4d demo``, ``ex4d recon``, ``ex4d trajectory`` (thin wrappers over the API)."""
+"""Command-line interface: ``ex4d demo|recon|generate|eval|trajectory`` (thin wrappers over the Python API)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ex4d import __version__
 from ex4d.errors import InputError
+from ex4d.eval.cli import add_eval_parser
 
 
 def _positive_int(text: str) -> int:
@@ -132,12 +133,81 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="fill the masked regions of a render with the EX-4D video model",
+                       description="Wan2.1-I2V-14B + the EX-4D LoRA and condition encoder (needs the 'diffusion' "
+                                   "extra: pip install 'ex4d[diffusion]').")
+    p.add_argument("--color-video", required=True, help="color_<cam>.mp4 from ex4d recon")
+    p.add_argument("--mask-video", required=True, help="mask_<cam>.mp4 from ex4d recon (255 = seen)")
+    p.add_argument("--output-video", required=True, help="destination .mp4")
+    p.add_argument("--wan-dir", help="Wan2.1-I2V diffusers folder (default: the official hub copy)")
+    p.add_argument("--ex4d-ckpt", help="ex4d.ckpt or an ex4d adapter folder (default: the official hub copy)")
+    p.add_argument("--height", type=_positive_int, default=512)
+    p.add_argument("--width", type=_positive_int, default=512)
+    p.add_argument("--num-frames", type=_positive_int, default=49, help="4k+1 frames (others are rounded)")
+    p.add_argument("--steps", type=_positive_int, default=25, help="denoising steps")
+    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", default=None, help="default: the reference's prompt")
+    p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--mask-erode", type=int, default=None,
+                   help="fixed erosion kernel size (0 = none); default: the reference's random 2–8, seeded")
+    p.add_argument("--offload", choices=("none", "model", "group"), default="none",
+                   help="model: diffusers' model CPU offload; group: not available yet")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
+                   help="default: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--save-arrays", action="store_true",
+                   help="also write the exact output frames to <output>.npz (key 'frames')")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    import torch
+
+    from ex4d.utils.device import resolve_device
+
+    try:
+        from ex4d.inpaint.generate import generate
+        from ex4d.inpaint.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
+        from ex4d.inpaint.weights import resolve_ex4d_ckpt, resolve_wan_dir
+    except ImportError as exc:
+        raise InputError(f"generation needs the diffusion extra: pip install 'ex4d[diffusion]' ({exc})") from None
+    if args.offload == "group":
+        raise InputError("--offload group is not available yet; use --offload model")
+    if args.mask_erode is not None and args.mask_erode < 0:
+        raise InputError(f"--mask-erode must be >= 0, got {args.mask_erode}")
+    for flag, path in (("--color-video", args.color_video), ("--mask-video", args.mask_video)):
+        if not Path(path).exists():
+            raise InputError(f"{path}: {flag} not found")
+    device = resolve_device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype]
+    output = Path(args.output_video)
+    wan_dir, ckpt = resolve_wan_dir(args.wan_dir), resolve_ex4d_ckpt(args.ex4d_ckpt)
+    # Checked before the (slow) base model loads, so a typo costs nothing.
+    if not wan_dir.is_dir():
+        raise InputError(f"{wan_dir}: --wan-dir is not a folder")
+    if not ckpt.exists():
+        raise InputError(f"{ckpt}: --ex4d-ckpt not found (ex4d.ckpt or an ex4d adapter folder)")
+    generate(args.color_video, args.mask_video, output, model_dir=wan_dir, adapter=ckpt, height=args.height, width=args.width,
+             num_frames=args.num_frames, num_inference_steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
+             mask_erode=args.mask_erode, prompt=DEFAULT_PROMPT if args.prompt is None else args.prompt,
+             negative_prompt=DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt,
+             fps=args.fps, npz=output.with_suffix(".npz") if args.save_arrays else None, device=device,
+             torch_dtype=dtype, cpu_offload=args.offload == "model")
+    print(output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ex4d", description="Extreme-viewpoint 4D video synthesis.")
     parser.add_argument("--version", action="version", version=f"ex4d {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_recon(sub)
+    _add_generate(sub)
+    add_eval_parser(sub)
     _add_trajectory(sub)
     return parser
 

@@ -1,1 +1,1 @@
-"""Evaluation: geometric mask metrics against ground truth (and, later, image/video metrics)."""
+"""Evaluation: geometric mask metrics against ground truth, image/video metrics and the ``ex4d eval`` harness."""

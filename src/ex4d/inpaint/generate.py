@@ -1,0 +1,122 @@
+"""``generate``: the EX-4D generation stage from files to files (what ``ex4d generate`` should call)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ex4d.errors import InputError
+from ex4d.inpaint.preprocess import round_num_frames, round_size
+from ex4d.inpaint.prompts import (
+    DEFAULT_FPS,
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_HEIGHT,
+    DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_NUM_FRAMES,
+    DEFAULT_NUM_INFERENCE_STEPS,
+    DEFAULT_PROMPT,
+    DEFAULT_SEED,
+    DEFAULT_WIDTH,
+)
+
+__all__ = ["generate"]
+
+logger = logging.getLogger(__name__)
+
+
+def generate(
+    color_video: str | os.PathLike,
+    mask_video: str | os.PathLike,
+    output_video: str | os.PathLike,
+    *,
+    model_dir: str | os.PathLike | None = None,
+    adapter: str | os.PathLike | None = None,
+    pipe=None,
+    height: int = DEFAULT_HEIGHT,
+    width: int = DEFAULT_WIDTH,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    seed: int = DEFAULT_SEED,
+    mask_erode: int | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    fps: float = DEFAULT_FPS,
+    npz: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    torch_dtype: torch.dtype | None = None,
+    cpu_offload: bool = False,
+) -> Path:
+    """Complete the DW-Mesh renders ``color_video`` + ``mask_video`` into ``output_video`` (mp4, 15 fps).
+
+    Args:
+        color_video, mask_video: the renders (``color_<cam>.mp4``, ``mask_<cam>.mp4``), same length and size.
+        output_video: destination ``.mp4``, written atomically.
+        model_dir, adapter: Wan2.1-I2V diffusers folder and ``ex4d.ckpt`` / our adapter folder
+            (ignored when ``pipe`` is given).
+        height, width: rounded up to multiples of 16 (with a warning), as the reference.
+        num_frames: frames to generate; not 4k+1 → ⌊(T+2)/4⌋·4+1 (with a warning), as the reference. Inputs
+            are sampled at ⌊linspace(0, N−1, T)⌋, or padded with their last frame when shorter.
+        mask_erode: fixed erosion kernel (0 = none); ``None`` = the reference's random 2…8, seeded with ``seed``.
+        npz: optional path of an ``.npz`` holding the exact output ``frames`` (T, H, W, 3) uint8.
+        device, torch_dtype: default CUDA + bfloat16 when available, else CPU + float32.
+        cpu_offload: ``enable_model_cpu_offload()`` instead of moving everything to the device.
+
+    Returns:
+        The path of the written video.
+    """
+    from ex4d.io.atomic import save_npz_atomic
+    from ex4d.io.video import load_video, save_video
+
+    rounded_frames = round_num_frames(int(num_frames))
+    if rounded_frames != num_frames:
+        logger.warning("num_frames %d is not 4k+1; using %d as the reference does", num_frames, rounded_frames)
+    h, w = round_size(int(height), int(width))
+    if (h, w) != (height, width):
+        logger.warning("height/width %dx%d are not multiples of 16; using %dx%d as the reference does",
+                       height, width, h, w)
+
+    color = load_video(color_video, num_frames=None, height=h, width=w)
+    mask = load_video(mask_video, num_frames=None, height=h, width=w)
+    if color.num_frames != mask.num_frames:
+        raise InputError(
+            f"{mask_video}: {mask.num_frames} frames, but {color_video} has {color.num_frames}"
+        )
+
+    if pipe is None:
+        from ex4d.inpaint.loading import load_pipeline
+
+        if model_dir is None or adapter is None:
+            raise InputError("generate needs model_dir (Wan2.1-I2V diffusers folder) and adapter (ex4d.ckpt)")
+        cuda = torch.cuda.is_available()
+        if device is None:
+            device = "cuda" if cuda else "cpu"
+        if torch_dtype is None:
+            torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        pipe = load_pipeline(model_dir, adapter, torch_dtype=torch_dtype)
+        if cpu_offload:
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+
+    frames = pipe(
+        color.frames,
+        mask.frames,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        height=h,
+        width=w,
+        num_frames=rounded_frames,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        mask_erode=mask_erode,
+        output_type="np",
+    ).frames
+    out = save_video(output_video, frames, fps=fps)
+    if npz is not None:
+        save_npz_atomic(npz, frames=frames)
+    return out
