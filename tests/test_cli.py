@@ -132,3 +132,20 @@ def test_help_for_every_subcommand(capsys):
             main([sub, "--help"])
         assert exc.value.code == 0
         assert "--" in capsys.readouterr().out
+
+
+def test_recon_with_a_depth_backend_saves_the_depth_it_used(tiny_inputs, tmp_path):
+    video, depth, _, depth_arr = tiny_inputs
+    out = tmp_path / "out"
+    assert main(["recon", "--input-video", str(video), "--output-dir", str(out), "--num-frames", "9", "--quiet",
+                 "--device", "cpu", "--cam", "30", "--depth-backend", "file", "--depth-file", str(depth),
+                 "--height", "64", "--width", "64"]) == 0
+    saved = np.load(out / "depth.npz")
+    assert np.allclose(saved["depth"], depth_arr) and saved["intrinsics"].shape == (9, 3, 3)
+    assert (out / "color_30.mp4").exists() and (out / "mask_30.mp4").exists()
+
+
+def test_recon_needs_exactly_one_depth_source(tiny_inputs, tmp_path, capsys):
+    video, depth, _, _ = tiny_inputs
+    assert main(recon_args(video, depth, tmp_path / "o", "--depth-backend", "file", "--depth-file", str(depth))) == 2
+    assert "either --depth" in capsys.readouterr().err

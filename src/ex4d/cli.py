@@ -1,4 +1,4 @@
-"""Command-line interface: ``ex4d demo|recon|generate|eval|trajectory`` (thin wrappers over the Python API)."""
+"""Command-line interface: ``ex4d demo|depth|recon|generate|eval|trajectory`` (thin wrappers over the API)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ex4d import __version__
+from ex4d.depth.cli import add_depth_backend_arguments, add_depth_parser, depth_from_args
 from ex4d.errors import InputError
 from ex4d.eval.cli import add_eval_parser
 
@@ -23,7 +24,8 @@ def _add_recon(sub) -> None:
                        description="Video + depth -> colour video, mask video (255 = seen in the source) and "
                                    "cameras along a trajectory.")
     p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
-    p.add_argument("--depth", help="D.npz: 'depth' (T,H,W) float32 z-depth, optional 'intrinsics' (3,3)/(T,3,3)")
+    p.add_argument("--depth", help="D.npz: 'depth' (T,H,W) float32 z-depth, optional 'intrinsics' (3,3)/(T,3,3); "
+                   "or estimate it with --depth-backend")
     p.add_argument("--cam", default="180", help="preset (30, 60, 90, 180, 180_outer, orbit, spiral, dolly, "
                    "zoom_in, zoom_out, pan, tilt; parameters as orbit:angle=120) or a trajectory .json/.npz")
     p.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
@@ -49,6 +51,7 @@ def _add_recon(sub) -> None:
     g.add_argument("--render-backend", choices=("warp", "torch"), default="warp")
     g.add_argument("--batch-size", type=_positive_int, default=8, help="frames meshed and rendered together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_depth_backend_arguments(p, "--depth-backend", default=None)
     p.set_defaults(func=_run_recon)
 
 
@@ -59,8 +62,8 @@ def _run_recon(args) -> int:
     from ex4d.render.dwmesh import RenderSettings
     from ex4d.render.raster import RasterSettings
 
-    if args.depth is None:
-        raise InputError("this version has no depth backend yet: pass --depth D.npz with your own depth maps")
+    if (args.depth is None) == (args.depth_backend is None):
+        raise InputError("give either --depth D.npz or --depth-backend NAME (e.g. depthcrafter)")
     if not Path(args.input_video).exists():
         raise InputError(f"{args.input_video}: input video not found")
     try:
@@ -71,7 +74,18 @@ def _run_recon(args) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     render = RenderSettings(backend=args.render_backend, raster=RasterSettings(supersample=args.supersample))
-    result = recon(args.input_video, args.depth, cam=args.cam, num_frames=args.num_frames or None,
+    video, depth, intrinsics = args.input_video, args.depth, None
+    if args.depth_backend is not None:
+        # Depth is estimated once and saved beside the outputs, so later runs can pass it with --depth.
+        from ex4d.depth.api import save_depth_npz
+        from ex4d.io.video import load_video
+
+        video = load_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
+                           width=args.width)
+        estimate = depth_from_args(args, video)
+        depth, intrinsics = estimate.depth, estimate.intrinsics
+        print(save_depth_npz(Path(args.output_dir) / "depth.npz", estimate))
+    result = recon(video, depth, cam=args.cam, intrinsics=intrinsics, num_frames=args.num_frames or None,
                    height=args.height, width=args.width, mesh_settings=mesh, render_settings=render,
                    device=args.device, batch_size=args.batch_size, progress=not args.quiet)
     paths = write_recon_outputs(result, args.output_dir, output_name(args.cam), args.save_mesh, args.save_arrays)
@@ -140,7 +154,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--color-video", required=True, help="color_<cam>.mp4 from ex4d recon")
     p.add_argument("--mask-video", required=True, help="mask_<cam>.mp4 from ex4d recon (255 = seen)")
     p.add_argument("--output-video", required=True, help="destination .mp4")
-    p.add_argument("--wan-dir", help="Wan2.1-I2V diffusers folder (default: the official hub copy)")
+    p.add_argument("--wan-dir", help="Wan2.1-I2V folder, diffusers or original layout (default: the official hub copy)")
     p.add_argument("--ex4d-ckpt", help="ex4d.ckpt or an ex4d adapter folder (default: the official hub copy)")
     p.add_argument("--height", type=_positive_int, default=512)
     p.add_argument("--width", type=_positive_int, default=512)
@@ -154,7 +168,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--mask-erode", type=int, default=None,
                    help="fixed erosion kernel size (0 = none); default: the reference's random 2–8, seeded")
     p.add_argument("--offload", choices=("none", "model", "group"), default="none",
-                   help="model: diffusers' model CPU offload; group: not available yet")
+                   help="model: whole models moved to the GPU when used; group: the DiT block by block (least memory)")
+    p.add_argument("--group-offload-type", choices=("block_level", "leaf_level"), default="block_level")
+    p.add_argument("--fp8", action="store_true", help="store the DiT's weights in fp8 (computed in --dtype)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
                    help="default: bf16 on CUDA, fp32 on CPU")
@@ -174,8 +190,6 @@ def _run_generate(args) -> int:
         from ex4d.inpaint.weights import resolve_ex4d_ckpt, resolve_wan_dir
     except ImportError as exc:
         raise InputError(f"generation needs the diffusion extra: pip install 'ex4d[diffusion]' ({exc})") from None
-    if args.offload == "group":
-        raise InputError("--offload group is not available yet; use --offload model")
     if args.mask_erode is not None and args.mask_erode < 0:
         raise InputError(f"--mask-erode must be >= 0, got {args.mask_erode}")
     for flag, path in (("--color-video", args.color_video), ("--mask-video", args.mask_video)):
@@ -195,7 +209,7 @@ def _run_generate(args) -> int:
              mask_erode=args.mask_erode, prompt=DEFAULT_PROMPT if args.prompt is None else args.prompt,
              negative_prompt=DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt,
              fps=args.fps, npz=output.with_suffix(".npz") if args.save_arrays else None, device=device,
-             torch_dtype=dtype, cpu_offload=args.offload == "model")
+             torch_dtype=dtype, offload=args.offload, fp8=args.fp8, group_offload_type=args.group_offload_type)
     print(output)
     return 0
 
@@ -205,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ex4d {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
+    add_depth_parser(sub)
     _add_recon(sub)
     _add_generate(sub)
     add_eval_parser(sub)

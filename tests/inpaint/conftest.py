@@ -1,14 +1,19 @@
-"""Session fixtures: one tiny Wan2.1-I2V diffusers folder and one tiny ex4d.ckpt, written once."""
+"""Session fixtures: one tiny Wan2.1-I2V folder in each layout (same weights) and one tiny ex4d.ckpt, written once."""
 
 import pytest
 import torch
 
-from .tiny import write_ex4d_ckpt, write_wan_dir
+from .tiny import write_ex4d_ckpt, write_original_wan_dir, write_wan_dir
 
 
 @pytest.fixture(scope="session")
 def wan_dir(tmp_path_factory):
     return write_wan_dir(tmp_path_factory.mktemp("inpaint") / "wan")
+
+
+@pytest.fixture(scope="session")
+def original_wan_dir(tmp_path_factory):
+    return write_original_wan_dir(tmp_path_factory.mktemp("inpaint_original") / "Wan2.1-I2V-tiny")
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,12 @@ Needs the ``diffusion`` extra (diffusers, transformers, peft, accelerate, safete
 """
 
 from ex4d.inpaint.condition_encoder import CamVidEncoder, inject_condition_tokens
+from ex4d.inpaint.memory import configure_memory
 from ex4d.inpaint.schedule import Ex4dFlowMatchScheduler, reference_sigmas, reference_timesteps
 
 __all__ = [
     "CamVidEncoder",
+    "configure_memory",
     "Ex4dFlowMatchScheduler",
     "Ex4dInpaintPipeline",
     "generate",

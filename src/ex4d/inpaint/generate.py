@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ex4d.errors import InputError
+from ex4d.inpaint.memory import GROUP_OFFLOAD_TYPES, OFFLOAD_MODES, configure_memory
 from ex4d.inpaint.preprocess import round_num_frames, round_size
 from ex4d.inpaint.prompts import (
     DEFAULT_FPS,
@@ -48,6 +49,9 @@ def generate(
     npz: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     torch_dtype: torch.dtype | None = None,
+    offload: str = "none",
+    fp8: bool = False,
+    group_offload_type: str = "block_level",
     cpu_offload: bool = False,
 ) -> Path:
     """Complete the DW-Mesh renders ``color_video`` + ``mask_video`` into ``output_video`` (mp4, 15 fps).
@@ -55,15 +59,22 @@ def generate(
     Args:
         color_video, mask_video: the renders (``color_<cam>.mp4``, ``mask_<cam>.mp4``), same length and size.
         output_video: destination ``.mp4``, written atomically.
-        model_dir, adapter: Wan2.1-I2V diffusers folder and ``ex4d.ckpt`` / our adapter folder
-            (ignored when ``pipe`` is given).
+        model_dir, adapter: Wan2.1-I2V folder (diffusers or original layout) and ``ex4d.ckpt`` / our adapter
+            folder (ignored when ``pipe`` is given).
         height, width: rounded up to multiples of 16 (with a warning), as the reference.
         num_frames: frames to generate; not 4k+1 → ⌊(T+2)/4⌋·4+1 (with a warning), as the reference. Inputs
             are sampled at ⌊linspace(0, N−1, T)⌋, or padded with their last frame when shorter.
         mask_erode: fixed erosion kernel (0 = none); ``None`` = the reference's random 2…8, seeded with ``seed``.
         npz: optional path of an ``.npz`` holding the exact output ``frames`` (T, H, W, 3) uint8.
         device, torch_dtype: default CUDA + bfloat16 when available, else CPU + float32.
-        cpu_offload: ``enable_model_cpu_offload()`` instead of moving everything to the device.
+        offload: ``"none"`` (everything on the device), ``"model"`` (diffusers' model CPU offload) or ``"group"``
+            (group offloading of the DiT, ``group_offload_type`` block_level | leaf_level, and of the text encoder);
+            see :mod:`ex4d.inpaint.memory`.
+        fp8: store the DiT's linear weights as float8_e4m3fn, computing in ``torch_dtype`` (layerwise casting;
+            the LoRA, norms, embeddings and the patch embedding stay in full precision).
+        cpu_offload: deprecated alias of ``offload="model"``.
+        The memory options apply only when ``generate`` loads the pipeline (``pipe`` is None); configure a given
+        pipeline with :func:`ex4d.inpaint.memory.configure_memory`.
 
     Returns:
         The path of the written video.
@@ -71,6 +82,10 @@ def generate(
     from ex4d.io.atomic import save_npz_atomic
     from ex4d.io.video import load_video, save_video
 
+    if offload not in OFFLOAD_MODES:
+        raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if group_offload_type not in GROUP_OFFLOAD_TYPES:
+        raise InputError(f"group_offload_type must be one of {', '.join(GROUP_OFFLOAD_TYPES)}, got {group_offload_type!r}")
     rounded_frames = round_num_frames(int(num_frames))
     if rounded_frames != num_frames:
         logger.warning("num_frames %d is not 4k+1; using %d as the reference does", num_frames, rounded_frames)
@@ -90,17 +105,15 @@ def generate(
         from ex4d.inpaint.loading import load_pipeline
 
         if model_dir is None or adapter is None:
-            raise InputError("generate needs model_dir (Wan2.1-I2V diffusers folder) and adapter (ex4d.ckpt)")
+            raise InputError("generate needs model_dir (Wan2.1-I2V folder) and adapter (ex4d.ckpt)")
         cuda = torch.cuda.is_available()
         if device is None:
             device = "cuda" if cuda else "cpu"
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         pipe = load_pipeline(model_dir, adapter, torch_dtype=torch_dtype)
-        if cpu_offload:
-            pipe.enable_model_cpu_offload(device=device)
-        else:
-            pipe.to(device)
+        configure_memory(pipe, device, offload="model" if cpu_offload and offload == "none" else offload,
+                         fp8=fp8, group_offload_type=group_offload_type, compute_dtype=torch_dtype)
 
     frames = pipe(
         color.frames,

@@ -1,0 +1,193 @@
+"""``ex4d depth``: depth maps (and intrinsics) of a video, written as the ``D.npz`` that ``ex4d recon --depth`` reads.
+
+:func:`add_depth_parser` adds the subcommand; :func:`add_depth_backend_arguments` and :func:`depth_from_args` let
+another subcommand (``ex4d recon --depth-backend``) offer the same backends. Building the parser imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ex4d.errors import InputError
+
+__all__ = ["add_depth_parser", "add_depth_backend_arguments", "backend_options_from_args", "depth_from_args",
+           "run_depth"]
+
+# Copies of the registry's names, so that building the parser imports nothing heavy.
+BACKEND_NAMES = ("depthcrafter", "depth-anything-v2", "depth-pro", "file")
+DEFAULT_BACKEND = "depthcrafter"
+
+# CLI destination -> (backend option name, backends that take it).
+_OPTION_MAP = {
+    "depth_model": ({"depthcrafter": "unet", "depth-anything-v2": "model", "depth-pro": "model"}),
+    "depth_svd": {"depthcrafter": "svd"},
+    "depth_window": {"depthcrafter": "window"},
+    "depth_overlap": {"depthcrafter": "overlap"},
+    "depth_steps": {"depthcrafter": "steps"},
+    "depth_guidance": {"depthcrafter": "guidance"},
+    "depth_seed": {"depthcrafter": "seed"},
+    "depth_size": {"depth-anything-v2": "size"},
+    "depth_batch_size": {"depth-anything-v2": "batch_size", "depth-pro": "batch_size"},
+    "depth_dtype": {"depthcrafter": "dtype", "depth-anything-v2": "dtype", "depth-pro": "dtype"},
+    "depth_file": {"file": "path"},
+    "depth_units": {"file": "units"},
+    "depth_scale": {"file": "scale"},
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_depth_backend_arguments(parser: argparse.ArgumentParser, backend_flag: str = "--backend",
+                                default: str | None = DEFAULT_BACKEND):
+    """Add the backend choice (``backend_flag``, stored as ``depth_backend``) and every backend option.
+
+    The options do not include the frame selection (``--num-frames/--height/--width``), ``--device`` or ``--quiet``,
+    which the calling subcommand has already.
+    """
+    g = parser.add_argument_group("depth backend")
+    g.add_argument(backend_flag, dest="depth_backend", choices=BACKEND_NAMES, default=default,
+                   help=f"depth model (default {default}); 'file' reads --depth-file")
+    g.add_argument("--depth-model", dest="depth_model", metavar="ID_OR_DIR",
+                   help="hub id or local folder: DepthCrafter's UNet (default tencent/DepthCrafter), Depth Anything "
+                        "V2 (default per --depth-size) or Depth Pro (default apple/DepthPro-hf)")
+    g.add_argument("--depth-svd", dest="depth_svd", metavar="ID_OR_DIR",
+                   help="depthcrafter: Stable Video Diffusion folder or hub id for the VAE, image encoder and "
+                        "scheduler (default stabilityai/stable-video-diffusion-img2vid)")
+    g.add_argument("--depth-window", dest="depth_window", type=_positive_int, help="depthcrafter: frames per window "
+                   "(default 110)")
+    g.add_argument("--depth-overlap", dest="depth_overlap", type=_non_negative_int,
+                   help="depthcrafter: frames shared by consecutive windows (default 25)")
+    g.add_argument("--depth-steps", dest="depth_steps", type=_positive_int, help="depthcrafter: denoising steps "
+                   "(default 5)")
+    g.add_argument("--depth-guidance", dest="depth_guidance", type=float, help="depthcrafter: guidance (default 1)")
+    g.add_argument("--depth-seed", dest="depth_seed", type=int, help="depthcrafter: seed (default 42)")
+    g.add_argument("--depth-size", dest="depth_size", choices=("small", "base", "large"),
+                   help="depth-anything-v2: model size (default large)")
+    g.add_argument("--depth-batch-size", dest="depth_batch_size", type=_positive_int,
+                   help="depth-anything-v2 / depth-pro: frames per forward pass")
+    g.add_argument("--depth-dtype", dest="depth_dtype", choices=("fp16", "bf16", "fp32"),
+                   help="model dtype (default fp16 on CUDA, fp32 on CPU)")
+    g.add_argument("--depth-file", dest="depth_file", metavar="PATH",
+                   help="file backend: .npz/.npy (T,H,W) or a folder of 16-bit .png / .exr frames")
+    g.add_argument("--depth-units", dest="depth_units", choices=("depth", "disparity"),
+                   help="file backend: z-depth, or relative disparity converted as the reference does (default depth)")
+    g.add_argument("--depth-scale", dest="depth_scale", type=_positive_float,
+                   help="file backend: multiply depth values by this (e.g. 0.001 for millimetre PNGs)")
+    g.add_argument("--intrinsics", dest="intrinsics_policy", choices=("auto", "reference", "estimate"),
+                   default="auto", help="auto: the backend's estimate if it makes one (depth-pro, files with "
+                   "intrinsics), else the reference's fixed 500 px focal; reference: always 500 px; estimate: the "
+                   "backend's (error if none)")
+    g.add_argument("--focal", type=_positive_float, metavar="PX",
+                   help="known focal length in pixels of the source video (overrides --intrinsics)")
+    g.add_argument("--fov", type=_positive_float, metavar="DEG",
+                   help="known horizontal field of view in degrees (overrides --intrinsics)")
+    g.add_argument("--no-download", dest="depth_download", action="store_false",
+                   help="never download weights (use the hub cache or local folders only)")
+    return g
+
+
+def backend_options_from_args(args: argparse.Namespace) -> dict:
+    """The constructor options of ``args.depth_backend`` that were given on the command line.
+
+    Raises:
+        InputError: an option given that the chosen backend does not use (e.g. --depth-window with depth-pro).
+    """
+    name = args.depth_backend
+    options = {}
+    for dest, targets in _OPTION_MAP.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if name not in targets:
+            flag = "--" + dest.replace("_", "-")
+            raise InputError(f"{flag} does not apply to the {name} depth backend "
+                             f"(it applies to: {', '.join(targets)})")
+        options[targets[name]] = value
+    if name == "file" and "path" not in options:
+        raise InputError("the file depth backend needs --depth-file PATH")
+    if name != "file":
+        options["device"] = getattr(args, "device", None) or "auto"
+        if getattr(args, "depth_download", True) is False:
+            options["download"] = False
+    return options
+
+
+def depth_from_args(args: argparse.Namespace, video):
+    """Run the backend chosen in ``args`` on a loaded :class:`~ex4d.io.video.Video`; returns a ``DepthResult``.
+
+    Raises:
+        InputError: bad options, missing weights, or the backend's library not installed.
+    """
+    options = backend_options_from_args(args)
+    try:
+        from ex4d.depth.api import estimate_depth
+
+        return estimate_depth(video, args.depth_backend, intrinsics=args.intrinsics_policy, focal_px=args.focal,
+                              fov_deg=args.fov, progress=not getattr(args, "quiet", False), **options)
+    except ImportError as exc:
+        raise InputError(str(exc)) from None
+
+
+def add_depth_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``depth`` subcommand to an ``argparse`` subparsers object; its ``func`` is :func:`run_depth`."""
+    p = subparsers.add_parser(
+        "depth", help="estimate per-frame depth (and intrinsics) of a video -> D.npz for ex4d recon --depth",
+        description="Depth maps of the frames ex4d recon uses (the first --num-frames frames at the reference's "
+                    "size), written as D.npz: 'depth' (T,H,W) float32 z-depth and 'intrinsics' (T,3,3). Model "
+                    "backends need the diffusion extra: pip install 'ex4d[diffusion]'.")
+    p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
+    p.add_argument("--output", required=True, help="destination .npz")
+    p.add_argument("--num-frames", type=_non_negative_int, default=49,
+                   help="frames taken from the start (0 = all; default 49)")
+    p.add_argument("--height", type=_positive_int, help="working height (default: the reference's size rule)")
+    p.add_argument("--width", type=_positive_int, help="working width (default: the reference's size rule)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_depth_backend_arguments(p, "--backend")
+    p.set_defaults(func=run_depth)
+    return p
+
+
+def run_depth(args: argparse.Namespace) -> int:
+    """``ex4d depth``: load the frames, estimate, write the npz and print its path. Bad input: InputError."""
+    from ex4d.depth.api import save_depth_npz
+    from ex4d.io.video import load_video
+
+    if not Path(args.input_video).exists():
+        raise InputError(f"{args.input_video}: input video not found")
+    if Path(args.output).suffix.lower() != ".npz":
+        raise InputError(f"{args.output}: --output must be a .npz file")
+    backend_options_from_args(args)  # option errors before the (slow) video decoding
+    video = load_video(args.input_video, num_frames=args.num_frames or None, height=args.height, width=args.width)
+    result = depth_from_args(args, video)
+    print(save_depth_npz(args.output, result))
+    return 0
