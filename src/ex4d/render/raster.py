@@ -6,23 +6,48 @@ thing fast. Conventions are those of :mod:`ex4d.geometry.conventions`: OpenCV ca
 ``(u + (i + 0.5) / s, v + (j + 0.5) / s)``.
 
 Algorithm: every sample's camera ray ``d = K^-1 [x, y, 1]`` (``d_z = 1``) is intersected, with the reference's
-own arithmetic, with the triangles whose near-clipped screen bounding box holds it. The test is watertight
-(Woop et al. 2013): vertices are sheared into the ray's frame, ``P = (x - d_x z, y - d_y z)`` (per vertex and ray,
-the same numbers for every face), and the barycentrics of the origin are 2D edge functions, each evaluated from
-its edge's lower vertex index so the two faces of an edge get bit-exact opposite values. A sample on a shared edge
-or vertex thus always lands in some face (Moeller-Trumbore left ~10% of the pixels of a 512^2 depth mesh,
-re-rendered from its own camera, uncovered). ``z = sum_i b_i z_i`` is the hit's z-depth.
+own arithmetic, with the triangles that may hold it. The test is watertight (Woop et al. 2013): vertices are
+sheared into the ray's frame, ``P = (x - d_x z, y - d_y z)`` (per vertex and ray, the same numbers for every face),
+and the barycentrics of the origin are 2D edge functions, each evaluated from its edge's lower vertex index so the
+two faces of an edge get bit-exact opposite values. A sample on a shared edge or vertex thus always lands in some
+face (Moeller-Trumbore left ~10% of the pixels of a 512^2 depth mesh, re-rendered from its own camera, uncovered).
+``z = sum_i b_i z_i`` is the hit's z-depth.
 
-* pass 1: one thread per (frame, triangle) ``atomic_min``s hit depths into a z-buffer; triangles whose bbox
-  exceeds ``_BIG`` samples are queued and handled by a second launch over (queued triangle, bbox tile);
-* pass 2: same traversal, samples whose depth equals the z-buffer ``atomic_min`` the face id (ties -> lowest id);
-* pass 3: one thread per pixel re-derives the winner's barycentrics and averages attributes over its samples.
+* vertex pass: one thread per vertex: camera-space position (in float64, as :func:`camera_inputs`) and screen
+  position, once per frame;
+* raster pass: one thread per (frame, triangle). Candidate samples: for a well-shaped triangle in front of the near
+  plane, those within ``_MARGIN_PX`` of its screen triangle (bbox grown by the margin, then each edge's line pushed
+  out by it: a cheap 2D test per sample, or per-row spans for wide triangles), so most triangles of a depth-map mesh
+  test none to two samples; for a sliver or a deep triangle, where the reference's tolerance band reaches further
+  (beyond needle-sharp corners, or scaled by hit depths extrapolated on grazing triangles), its bbox grown by one
+  sample trimmed to ``_WIDE_PAD`` samples of the edges; for one crossing the near plane (or with huge screen
+  coordinates), every sample of its near-clipped bbox grown by one sample. A candidate already holding a clearly
+  nearer hit is skipped (early depth test); the others get the exact test above. A hit packs its depth (positive
+  float bits, which order like integers) above its face id into one int64 key, and one ``atomic_min`` keeps the
+  nearest hit (exact depth ties: lowest face id) in a single pass;
+* resolve: one thread per pixel: the winner's barycentrics average the attributes over the pixel's samples.
+
+On CUDA, triangles with more than ``_BIG`` candidate samples are queued and rasterised by a second launch over
+(queued triangle, 16 x 16 tile), which keeps threads balanced; sizing it is the one host sync. On CPU, where Warp
+runs a launch on the calling thread with the GIL released, frames are spread over ``torch.get_num_threads()``
+Python threads, each looping over a whole frame per launch in its own scratch buffers; the raster pass keeps the
+winner's barycentrics there (a frame has one thread: plain min, no atomics), so the resolve pass does not re-derive
+them. No FMA contraction on either device: CPU and CUDA results are bit-identical.
+
+The candidate sets held every sample that the exact test accepts within a triangle's bbox grown by one sample (what
+the previous, plain-bbox version of this module tested) on rotated views of 512^2 depth-map meshes: its results are
+reproduced bit for bit, at 1/20 (supersample 1) to 1/40 (supersample 2) of its time on 2 CPU cores
+(``bench/raster_cpu.py``).
 """
 
 # No `from __future__ import annotations`: Warp evaluates the nested kernels' annotations in their closure.
+import concurrent.futures
 import contextlib
 import functools
+import math
 import numbers
+import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -34,9 +59,30 @@ from ex4d.geometry.conventions import transform_points
 #: (e.g. a depth-map mesh seen from its own camera), where float32 rounding is ~1e-5 px. Unlike a barycentric
 #: tolerance it does not grow with the triangle (huge skirt faces would bleed).
 EDGE_TOL_PX = 1e-3
-_BIG = 256  # bbox samples above which a triangle is split into tiles (keeps GPU threads balanced)
+#: Candidate samples of a well-shaped triangle in front of the near plane: those within this many pixels of its
+#: screen projection. 50x EDGE_TOL_PX: covers the tolerance and the float rounding of projections with a wide margin.
+_MARGIN_PX = 0.05
+#: Well-shaped: smallest screen angle at least this, and farthest vertex at most _DEEP_RATIO times the nearest. Other
+#: triangles (slivers, deep ones) are where the reference's tolerance band reaches further (beyond needle-sharp
+#: corners, or scaled by hit depths extrapolated on grazing triangles): their candidates are the samples of their
+#: bbox grown by one sample (as in a plain bbox rasteriser) within _WIDE_PAD samples of the screen triangle.
+_SHARP_DEG = 5.0
+_DEEP_RATIO = 4.0
+_WIDE_PAD = 0.5
+#: Screen coordinates (in samples) beyond which projected-triangle bounds are not trusted (float rounding): such
+#: triangles, like those crossing the near plane, test every sample of their bbox grown by one sample.
+_FAST_LIMIT = 2.0**16
+#: Early depth test: a sample whose current hit is nearer than this fraction of a triangle's nearest vertex depth
+#: skips that triangle's exact test (its hits can only be that near through extrapolation on grazing triangles,
+#: seen to reach 1.5% nearer).
+_ZCULL = 0.9
+_SPAN_COLS = 6  # candidate columns above which a triangle's rows are trimmed by spans rather than sample by sample
+_BIG = 256  # candidate samples above which a triangle is split into tiles (CUDA: keeps threads balanced)
 _TILE = 16  # tile side, in samples
+_HUGE_TILES = 64  # queued triangles with more tiles get their own launch (few: caps, not skirts)
 _INT_MAX = 2**31 - 1
+_BATCHED_ON_CPU = False  # tests: run the CUDA code path (batched launches, atomics, tiled queue) on the CPU
+_EMPTY_KEY = 2**63 - 1  # z-buffer key of a sample nothing hit
 
 
 @dataclass(frozen=True)
@@ -162,36 +208,40 @@ def _warp():
 @functools.lru_cache(maxsize=None)
 def _kernels():
     wp = _warp()
-    tol_px, big, tile, int_max = float(EDGE_TOL_PX), _BIG, _TILE, _INT_MAX
+    # no FMA contraction on CUDA (the CPU build has none): both devices then round every operation alike, so
+    # they agree bit for bit, and shared-edge ties resolve the same way
+    wp.set_module_options({"fuse_fp": False, "enable_backward": False}, module=__name__)
+    tol_px, margin_px, limit, zcull_f = float(EDGE_TOL_PX), float(_MARGIN_PX), float(_FAST_LIMIT), float(_ZCULL)
+    sharp_s2, deep_ratio, wide_pad = math.sin(math.radians(_SHARP_DEG)) ** 2, float(_DEEP_RATIO), float(_WIDE_PAD)
+    tile, span_cols, huge_tiles = _TILE, _SPAN_COLS, _HUGE_TILES
+
+    # z-buffer key: float bits of the (positive) depth in the high word, face id in the low word; keys order like
+    # (depth, face id), so one atomic_min keeps the nearest hit and, on exact depth ties, the lowest face id
+    @wp.func_native("union { float f; int i; } u;\nu.f = z;\n"
+                    "return (((long long)u.i) << 32) | (long long)(unsigned int)f;")
+    def pack_key(z: float, f: int) -> wp.int64: ...
+
+    @wp.func_native("union { float f; int i; } u;\nu.i = (int)(key >> 32);\nreturn u.f;")
+    def key_depth(key: wp.int64) -> float: ...
+
+    @wp.func_native("return (int)(key & 0xffffffffLL);")
+    def key_face(key: wp.int64) -> int: ...
+
+    @wp.func_native("return 0x7fffffffffffffffLL;")
+    def empty_key() -> wp.int64: ...
+
+    @wp.func_native("return key != 0x7fffffffffffffffLL;")
+    def key_hit(key: wp.int64) -> bool: ...
 
     @wp.struct
-    class Tri:
+    class Box:
         ok: int
-        x0: int  # sample bbox, inclusive
+        trim: int  # 1: in front of the near plane, moderate screen coordinates: candidates trimmed in 2D
+        pad: float  # the trim keeps samples within pad (in samples) of each edge's line
+        x0: int  # candidate samples, inclusive
         y0: int
         x1: int
         y1: int
-        v0: wp.vec3
-        v1: wp.vec3
-        v2: wp.vec3
-        idx: wp.vec3i  # vertex indices
-        kinv: wp.mat33
-        tol: float  # EDGE_TOL_PX in normalised image units
-
-    @wp.func
-    def coeffs(v0: wp.vec3, v1: wp.vec3, v2: wp.vec3, i0: int, i1: int, i2: int, kinv: wp.mat33, K: wp.mat33) -> Tri:
-        r = Tri()
-        r.v0 = v0
-        r.v1 = v1
-        r.v2 = v2
-        r.idx = wp.vec3i(i0, i1, i2)
-        r.kinv = kinv
-        r.tol = tol_px / wp.max(K[0, 0], K[1, 1])
-        return r
-
-    @wp.func
-    def shear(v: wp.vec3, d: wp.vec3) -> wp.vec2:
-        return wp.vec2(v[0] - d[0] * v[2], v[1] - d[1] * v[2])
 
     @wp.func
     def edge_fn(pa: wp.vec2, pb: wp.vec2, ia: int, ib: int) -> float:
@@ -208,28 +258,44 @@ def _kernels():
         return e >= t * wp.length(pb - pa)
 
     @wp.func
-    def hit(r: Tri, kx: int, ky: int, inv_s: float) -> wp.vec4:
-        # (b1, b2, z, ok) of the ray through sample (kx, ky); ok = 1 inside the triangle (inclusive edges)
-        d = r.kinv @ wp.vec3((float(kx) + 0.5) * inv_s, (float(ky) + 0.5) * inv_s, 1.0)
-        p0 = shear(r.v0, d)
-        p1 = shear(r.v1, d)
-        p2 = shear(r.v2, d)
-        e0 = edge_fn(p1, p2, r.idx[1], r.idx[2])
-        e1 = edge_fn(p2, p0, r.idx[2], r.idx[0])
-        e2 = edge_fn(p0, p1, r.idx[0], r.idx[1])
+    def hit(v0: wp.vec3, v1: wp.vec3, v2: wp.vec3, i0: int, i1: int, i2: int, dx: float, dy: float,
+            tol: float) -> wp.vec4:
+        # (b1, b2, z, ok) of the ray (dx, dy, 1); ok = 1 inside the triangle (inclusive edges). The reference's
+        # arithmetic: vertices sheared into the ray's frame, edge functions from the lower vertex index.
+        p0 = wp.vec2(v0[0] - dx * v0[2], v0[1] - dy * v0[2])
+        p1 = wp.vec2(v1[0] - dx * v1[2], v1[1] - dy * v1[2])
+        p2 = wp.vec2(v2[0] - dx * v2[2], v2[1] - dy * v2[2])
+        e0 = edge_fn(p1, p2, i1, i2)
+        e1 = edge_fn(p2, p0, i2, i0)
+        e2 = edge_fn(p0, p1, i0, i1)
         den = e0 + e1 + e2
         b1 = e1 / den
         b2 = e2 / den
-        z = (1.0 - b1 - b2) * r.v0[2] + b1 * r.v1[2] + b2 * r.v2[2]
+        z = (1.0 - b1 - b2) * v0[2] + b1 * v1[2] + b2 * v2[2]
         # inside: each e_i (sign of den) >= -(sheared-space distance of tol at depth z) * |edge|; positive form so
         # NaNs (den == 0, edge-on) are rejected, as in the torch reference
         sg = wp.sign(den)
-        t = -r.tol * z
+        t = -tol * z
         ok = 0.0
         if den != 0.0:
             if edge_in(e0 * sg, t, p1, p2) and edge_in(e1 * sg, t, p2, p0) and edge_in(e2 * sg, t, p0, p1):
                 ok = 1.0
         return wp.vec4(b1, b2, z, ok)
+
+    @wp.func
+    def sample_pos(k: int, fs: float, pow2: int) -> float:
+        # continuous image coordinate of sample k, (k + 0.5) / s (a product when s is a power of two: same bits)
+        if pow2 != 0:
+            return (float(k) + 0.5) * (1.0 / fs)
+        return (float(k) + 0.5) / fs
+
+    @wp.func
+    def ray_x(kinv: wp.mat33, x: float, y: float) -> float:
+        return kinv[0, 0] * x + (kinv[0, 1] * y + kinv[0, 2])
+
+    @wp.func
+    def ray_y(kinv: wp.mat33, x: float, y: float) -> float:
+        return kinv[1, 0] * x + (kinv[1, 1] * y + kinv[1, 2])
 
     @wp.func
     def proj(K: wp.mat33, q: wp.vec3) -> wp.vec2:
@@ -250,126 +316,388 @@ def _kernels():
             out = grow(out, proj(K, a + (b - a) * ((near - a[2]) / (b[2] - a[2]))))
         return out
 
-    @wp.func
-    def setup(verts: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=int), mask: wp.array2d(dtype=wp.uint8),
-              b: int, f: int, K: wp.mat33, kinv: wp.mat33, near: float, far: float, s: int, ws: int, hs: int) -> Tri:
-        r = Tri()
-        r.ok = 0
-        if mask[b, f] == wp.uint8(0):
-            return r
-        v0 = verts[b, faces[f, 0]]
-        v1 = verts[b, faces[f, 1]]
-        v2 = verts[b, faces[f, 2]]
-        if wp.max(wp.max(v0[2], v1[2]), v2[2]) < near or wp.min(wp.min(v0[2], v1[2]), v2[2]) > far:
-            return r
-        box = wp.vec4(1e30, 1e30, -1e30, -1e30)
-        box = clip_edge(box, v0, v1, near, K)
-        box = clip_edge(box, v1, v2, near, K)
-        box = clip_edge(box, v2, v0, near, K)
+    @wp.kernel(enable_backward=False)
+    def vertex(verts: wp.array2d(dtype=wp.vec3), w2c: wp.array(dtype=wp.mat44d), Ks: wp.array(dtype=wp.mat33),
+               s: int, b0: int, kb: int, run: int, cam: wp.array2d(dtype=wp.vec3), scr: wp.array2d(dtype=wp.vec3)):
+        # thread (frame b0 + bi, run t): camera space (float64, as camera_inputs) and screen position in sample
+        # units (sample k at k); results in scratch frame b - kb
+        bi, t = wp.tid()
+        b = b0 + bi
+        m = w2c[b]
+        K = Ks[b]
         fs = float(s)
-        # sample k sits at (k + 0.5) / s; clamp in float first (huge near-plane projections); the 1-sample margin
-        # holds the edge tolerance
-        x0 = wp.max(int(wp.ceil(wp.clamp(box[0] * fs - 0.5, -2.0, float(ws + 1)))) - 1, 0)
-        y0 = wp.max(int(wp.ceil(wp.clamp(box[1] * fs - 0.5, -2.0, float(hs + 1)))) - 1, 0)
-        x1 = wp.min(int(wp.floor(wp.clamp(box[2] * fs - 0.5, -2.0, float(ws + 1)))) + 1, ws - 1)
-        y1 = wp.min(int(wp.floor(wp.clamp(box[3] * fs - 0.5, -2.0, float(hs + 1)))) + 1, hs - 1)
-        if x0 > x1 or y0 > y1:
+        for i in range(t * run, wp.min(t * run + run, verts.shape[1])):
+            p = verts[b, i]
+            x = wp.float64(p[0])
+            y = wp.float64(p[1])
+            z = wp.float64(p[2])
+            c = wp.vec3(wp.float32(x * m[0, 0] + y * m[0, 1] + z * m[0, 2] + m[0, 3]),
+                        wp.float32(x * m[1, 0] + y * m[1, 1] + z * m[1, 2] + m[1, 3]),
+                        wp.float32(x * m[2, 0] + y * m[2, 1] + z * m[2, 2] + m[2, 3]))
+            cam[b - kb, i] = c
+            q = proj(K, c)
+            scr[b - kb, i] = wp.vec3(q[0] * fs - 0.5, q[1] * fs - 0.5, c[2])
+
+    @wp.kernel(enable_backward=False)
+    def clear(run: int, keys: wp.array3d(dtype=wp.int64)):
+        sb, y, t = wp.tid()
+        for x in range(t * run, wp.min(t * run + run, keys.shape[2])):
+            keys[sb, y, x] = empty_key()
+
+    @wp.func
+    def setup(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), sb: int, i0: int, i1: int, i2: int,
+              K: wp.mat33, near: float, far: float, fs: float, ws: int, hs: int) -> Box:
+        # candidates: a well-shaped triangle in front of the near plane: within the margin of its screen triangle
+        # (bbox grown by it, then trimmed); a sharp or deep one: its bbox grown by one sample, trimmed with a wider
+        # pad; one crossing the near plane (or with huge screen coordinates): its near-clipped bbox grown by one
+        # sample, untrimmed
+        r = Box()
+        r.ok = 0
+        q0 = scr[sb, i0]
+        q1 = scr[sb, i1]
+        q2 = scr[sb, i2]
+        zlo = wp.min(wp.min(q0[2], q1[2]), q2[2])
+        zhi = wp.max(wp.max(q0[2], q1[2]), q2[2])
+        if zhi < near or zlo > far:
             return r
-        r = coeffs(v0, v1, v2, faces[f, 0], faces[f, 1], faces[f, 2], kinv, K)
-        r.ok = 1
-        r.x0 = x0
-        r.y0 = y0
-        r.x1 = x1
-        r.y1 = y1
+        bx0 = wp.min(wp.min(q0[0], q1[0]), q2[0])
+        by0 = wp.min(wp.min(q0[1], q1[1]), q2[1])
+        bx1 = wp.max(wp.max(q0[0], q1[0]), q2[0])
+        by1 = wp.max(wp.max(q0[1], q1[1]), q2[1])
+        r.trim = 0
+        r.pad = margin_px * fs
+        tight = int(0)
+        if zlo >= near:
+            if wp.max(wp.max(-bx0, bx1), wp.max(-by0, by1)) <= limit:
+                r.trim = 1
+                # well-shaped: smallest angle (between the two longest edges) >= _SHARP_DEG, and shallow in depth
+                e0 = wp.vec2(q1[0] - q0[0], q1[1] - q0[1])
+                e1 = wp.vec2(q2[0] - q1[0], q2[1] - q1[1])
+                e2 = wp.vec2(q0[0] - q2[0], q0[1] - q2[1])
+                l0 = wp.length_sq(e0)
+                l1 = wp.length_sq(e1)
+                l2 = wp.length_sq(e2)
+                area = e0[0] * e1[1] - e0[1] * e1[0]
+                if area * area * wp.min(wp.min(l0, l1), l2) >= sharp_s2 * (l0 * l1 * l2) and area != 0.0:
+                    if zhi <= deep_ratio * zlo:
+                        tight = 1
+                if tight == 0:
+                    r.pad = wide_pad
+        if tight == 1:
+            r.x0 = wp.max(int(wp.ceil(bx0 - r.pad)), 0)
+            r.y0 = wp.max(int(wp.ceil(by0 - r.pad)), 0)
+            r.x1 = wp.min(int(wp.floor(bx1 + r.pad)), ws - 1)
+            r.y1 = wp.min(int(wp.floor(by1 + r.pad)), hs - 1)
+        else:
+            if zlo < near:  # bbox of the visible part: clip each edge at z = near
+                v0 = cam[sb, i0]
+                v1 = cam[sb, i1]
+                v2 = cam[sb, i2]
+                box = wp.vec4(1e30, 1e30, -1e30, -1e30)
+                box = clip_edge(box, v0, v1, near, K)
+                box = clip_edge(box, v1, v2, near, K)
+                box = clip_edge(box, v2, v0, near, K)
+                bx0 = box[0] * fs - 0.5
+                by0 = box[1] * fs - 0.5
+                bx1 = box[2] * fs - 0.5
+                by1 = box[3] * fs - 0.5
+            # clamp in float first (huge near-plane projections)
+            r.x0 = wp.max(int(wp.ceil(wp.clamp(bx0, -2.0, float(ws + 1)))) - 1, 0)
+            r.y0 = wp.max(int(wp.ceil(wp.clamp(by0, -2.0, float(hs + 1)))) - 1, 0)
+            r.x1 = wp.min(int(wp.floor(wp.clamp(bx1, -2.0, float(ws + 1)))) + 1, ws - 1)
+            r.y1 = wp.min(int(wp.floor(wp.clamp(by1, -2.0, float(hs + 1)))) + 1, hs - 1)
+        if r.x0 <= r.x1 and r.y0 <= r.y1:
+            r.ok = 1
         return r
 
     @wp.func
-    def raster_range(r: Tri, b: int, f: int, x0: int, y0: int, x1: int, y1: int, inv_s: float, near: float,
-                     far: float, mode: int, zbuf: wp.array3d(dtype=float), ibuf: wp.array3d(dtype=int)):
+    def near_side(e: float, l2: float, p2: float) -> bool:
+        # e = |edge| * (signed distance to the edge's line, inside positive) >= -pad |edge|; p2 = pad^2, l2 = |edge|^2
+        return e >= 0.0 or e * e <= p2 * l2
+
+    @wp.func
+    def unit(n: wp.vec2) -> wp.vec2:
+        ln = wp.length(n)
+        if ln > 0.0:
+            return n / ln
+        return wp.vec2(0.0, 0.0)
+
+    @wp.func
+    def span_lo(lo: float, xa: float, ya: float, nx: float, rnx: float, ny: float, pad: float, y: float) -> float:
+        # smallest x with nx (x - xa) + ny (y - ya) >= -pad (unit normal), for nx > 0; rnx = 1 / nx
+        if nx > 0.0:
+            return wp.max(lo, xa - (pad + ny * (y - ya)) * rnx)
+        return lo
+
+    @wp.func
+    def span_hi(hi: float, xa: float, ya: float, nx: float, rnx: float, ny: float, pad: float, y: float) -> float:
+        # largest x with nx (x - xa) + ny (y - ya) >= -pad, for nx <= 0 (-1 when none: nx == 0, y outside)
+        if nx < 0.0:
+            return wp.min(hi, xa - (pad + ny * (y - ya)) * rnx)
+        if nx == 0.0:
+            if ny * (y - ya) < -pad:
+                return -1.0
+        return hi
+
+    @wp.func
+    def raster_tri(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), sb: int, f: int, i0: int,
+                   i1: int, i2: int, r: Box, x0: int, y0: int, x1: int, y1: int, kinv: wp.mat33, tol: float,
+                   near: float, far: float, fs: float, pow2: int, keys: wp.array3d(dtype=wp.int64),
+                   bary: wp.array3d(dtype=wp.vec2), store: int):
+        # candidate samples of rows y0..y1, columns x0..x1; with r.trim, only those within r.pad of every edge's line
+        # (the screen triangle with its edges pushed out) get the exact test
+        q0 = scr[sb, i0]
+        q1 = scr[sb, i1]
+        q2 = scr[sb, i2]
+        pad = r.pad
+        p2 = pad * pad
+        e0 = wp.vec2(q1[0] - q0[0], q1[1] - q0[1])
+        e1 = wp.vec2(q2[0] - q1[0], q2[1] - q1[1])
+        e2 = wp.vec2(q0[0] - q2[0], q0[1] - q2[1])
+        sg = float(1.0)
+        if e0[0] * e1[1] - e0[1] * e1[0] < 0.0:
+            sg = -1.0
+        l0 = wp.length_sq(e0)
+        l1 = wp.length_sq(e1)
+        l2 = wp.length_sq(e2)
+        spans = int(0)
+        per_sample = int(0)
+        u0 = wp.vec2(0.0, 0.0)
+        u1 = wp.vec2(0.0, 0.0)
+        u2 = wp.vec2(0.0, 0.0)
+        r0 = float(0.0)
+        r1 = float(0.0)
+        r2 = float(0.0)
+        if r.trim == 1:
+            if x1 - x0 + 1 > span_cols:
+                spans = 1
+                u0 = unit(wp.vec2(-e0[1] * sg, e0[0] * sg))  # inward unit normals
+                u1 = unit(wp.vec2(-e1[1] * sg, e1[0] * sg))
+                u2 = unit(wp.vec2(-e2[1] * sg, e2[0] * sg))
+                if u0[0] != 0.0:
+                    r0 = 1.0 / u0[0]
+                if u1[0] != 0.0:
+                    r1 = 1.0 / u1[0]
+                if u2[0] != 0.0:
+                    r2 = 1.0 / u2[0]
+            else:
+                per_sample = 1
+        v0 = cam[sb, i0]
+        v1 = cam[sb, i1]
+        v2 = cam[sb, i2]
+        # early depth test: a hit lies no nearer than the nearest vertex (or the near plane), up to extrapolation
+        # within the tolerance band: samples already holding a hit nearer than _ZCULL times that are skipped
+        zcull = pack_key(zcull_f * wp.max(wp.min(wp.min(v0[2], v1[2]), v2[2]), near), 0)
         for ky in range(y0, y1 + 1):
-            for kx in range(x0, x1 + 1):
-                h = hit(r, kx, ky, inv_s)
+            yk = float(ky)
+            lo = x0
+            hi = x1
+            if spans == 1:
+                flo = span_lo(float(x0), q0[0], q0[1], u0[0], r0, u0[1], pad, yk)
+                flo = span_lo(flo, q1[0], q1[1], u1[0], r1, u1[1], pad, yk)
+                flo = span_lo(flo, q2[0], q2[1], u2[0], r2, u2[1], pad, yk)
+                fhi = span_hi(float(x1), q0[0], q0[1], u0[0], r0, u0[1], pad, yk)
+                fhi = span_hi(fhi, q1[0], q1[1], u1[0], r1, u1[1], pad, yk)
+                fhi = span_hi(fhi, q2[0], q2[1], u2[0], r2, u2[1], pad, yk)
+                lo = int(wp.ceil(flo))
+                hi = int(wp.floor(fhi))
+            y = sample_pos(ky, fs, pow2)
+            for kx in range(lo, hi + 1):
+                if per_sample == 1:
+                    xk = float(kx)
+                    c0 = sg * (e0[0] * (yk - q0[1]) - e0[1] * (xk - q0[0]))
+                    c1 = sg * (e1[0] * (yk - q1[1]) - e1[1] * (xk - q1[0]))
+                    c2 = sg * (e2[0] * (yk - q2[1]) - e2[1] * (xk - q2[0]))
+                    if not (near_side(c0, l0, p2) and near_side(c1, l1, p2) and near_side(c2, l2, p2)):
+                        continue
+                if keys[sb, ky, kx] < zcull:
+                    continue
+                x = sample_pos(kx, fs, pow2)
+                h = hit(v0, v1, v2, i0, i1, i2, ray_x(kinv, x, y), ray_y(kinv, x, y), tol)
                 if h[3] != 0.0 and h[2] >= near and h[2] <= far:
-                    if mode == 0:
-                        wp.atomic_min(zbuf, b, ky, kx, h[2])
-                    elif h[2] == zbuf[b, ky, kx]:
-                        wp.atomic_min(ibuf, b, ky, kx, f)
+                    key = pack_key(h[2], f)
+                    if store != 0:  # one thread per frame (CPU): plain min, and keep the winner's barycentrics
+                        if key < keys[sb, ky, kx]:
+                            keys[sb, ky, kx] = key
+                            bary[sb, ky, kx] = wp.vec2(h[0], h[1])
+                    else:
+                        wp.atomic_min(keys, sb, ky, kx, key)
 
-    @wp.kernel
-    def raster_small(verts: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=int),
-                     mask: wp.array2d(dtype=wp.uint8), Ks: wp.array(dtype=wp.mat33),
-                     kinvs: wp.array(dtype=wp.mat33), near: float, far: float, s: int, mode: int,
-                     zbuf: wp.array3d(dtype=float), ibuf: wp.array3d(dtype=int),
-                     queue: wp.array(dtype=int), counters: wp.array(dtype=int)):
-        b, f = wp.tid()
-        hs = zbuf.shape[1]
-        ws = zbuf.shape[2]
-        r = setup(verts, faces, mask, b, f, Ks[b], kinvs[b], near, far, s, ws, hs)
-        if r.ok == 0:
-            return
-        nx = r.x1 - r.x0 + 1
-        ny = r.y1 - r.y0 + 1
-        if nx * ny > big:
-            if mode == 0:  # queue for the tiled launch; counters = (queued, max tiles per queued triangle)
-                slot = wp.atomic_add(counters, 0, 1)
-                queue[slot] = b * faces.shape[0] + f
-                wp.atomic_max(counters, 1, ((nx + tile - 1) // tile) * ((ny + tile - 1) // tile))
-            return
-        raster_range(r, b, f, r.x0, r.y0, r.x1, r.y1, 1.0 / float(s), near, far, mode, zbuf, ibuf)
-
-    @wp.kernel
-    def raster_big(verts: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=int),
-                   mask: wp.array2d(dtype=wp.uint8), Ks: wp.array(dtype=wp.mat33),
-                   kinvs: wp.array(dtype=wp.mat33), near: float, far: float, s: int, mode: int,
-                   zbuf: wp.array3d(dtype=float), ibuf: wp.array3d(dtype=int),
-                   queue: wp.array(dtype=int), max_tiles: int):
-        i = wp.tid()
-        item = queue[i // max_tiles]
-        t = i % max_tiles
+    @wp.kernel(enable_backward=False)
+    def raster(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=int),
+               mask: wp.array2d(dtype=wp.bool), use_mask: int, Ks: wp.array(dtype=wp.mat33),
+               kinvs: wp.array(dtype=wp.mat33), near: float, far: float, s: int, b0: int, kb: int, run: int,
+               big: int, keys: wp.array3d(dtype=wp.int64), bary: wp.array3d(dtype=wp.vec2), store: int,
+               queue: wp.array(dtype=wp.vec2i), counters: wp.array(dtype=int)):
+        # thread (frame b0 + bi, run t of triangles); triangles with more than `big` candidate samples are queued
+        bi, t = wp.tid()
+        b = b0 + bi
+        sb = b - kb
+        K = Ks[b]
+        kinv = kinvs[b]
+        tol = tol_px / wp.max(K[0, 0], K[1, 1])
+        fs = float(s)
+        pow2 = int((s & (s - 1)) == 0)
         nf = faces.shape[0]
-        b = item // nf
-        f = item % nf
-        r = setup(verts, faces, mask, b, f, Ks[b], kinvs[b], near, far, s, zbuf.shape[2], zbuf.shape[1])
+        for f in range(t * run, wp.min(t * run + run, nf)):
+            if use_mask != 0:
+                if not mask[b, f]:
+                    continue
+            i0 = faces[f, 0]
+            i1 = faces[f, 1]
+            i2 = faces[f, 2]
+            r = setup(scr, cam, sb, i0, i1, i2, K, near, far, fs, keys.shape[2], keys.shape[1])
+            if r.ok == 0:
+                continue
+            nx = r.x1 - r.x0 + 1
+            ny = r.y1 - r.y0 + 1
+            if nx * ny > big:
+                # queued for the tiled launches, (item, tiles) from the front if at most huge_tiles tiles, else from
+                # the back; counters = (front count, front max tiles, back count, back max tiles)
+                nt = ((nx + tile - 1) // tile) * ((ny + tile - 1) // tile)
+                if nt <= huge_tiles:
+                    queue[wp.atomic_add(counters, 0, 1)] = wp.vec2i(b * nf + f, nt)
+                    wp.atomic_max(counters, 1, nt)
+                else:
+                    queue[queue.shape[0] - 1 - wp.atomic_add(counters, 2, 1)] = wp.vec2i(b * nf + f, nt)
+                    wp.atomic_max(counters, 3, nt)
+                continue
+            raster_tri(scr, cam, sb, f, i0, i1, i2, r, r.x0, r.y0, r.x1, r.y1, kinv, tol, near, far, fs, pow2,
+                       keys, bary, store)
+
+    @wp.kernel(enable_backward=False)
+    def raster_big(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=int),
+                   Ks: wp.array(dtype=wp.mat33), kinvs: wp.array(dtype=wp.mat33), near: float, far: float, s: int,
+                   kb: int, keys: wp.array3d(dtype=wp.int64), bary: wp.array3d(dtype=wp.vec2),
+                   queue: wp.array(dtype=wp.vec2i), first: int, step: int, max_tiles: int):
+        # one thread per (queued triangle, tile of its candidate box): queue[first + step * (i // max_tiles)]
+        i = wp.tid()
+        item = queue[first + step * (i // max_tiles)]
+        t = i % max_tiles
+        if t >= item[1]:
+            return
+        nf = faces.shape[0]
+        b = item[0] // nf
+        f = item[0] % nf
+        sb = b - kb
+        i0 = faces[f, 0]
+        i1 = faces[f, 1]
+        i2 = faces[f, 2]
+        K = Ks[b]
+        fs = float(s)
+        r = setup(scr, cam, sb, i0, i1, i2, K, near, far, fs, keys.shape[2], keys.shape[1])
         tiles_x = (r.x1 - r.x0 + tile) // tile
         tx = r.x0 + (t % tiles_x) * tile
         ty = r.y0 + (t // tiles_x) * tile
-        if ty > r.y1:
-            return
-        raster_range(r, b, f, tx, ty, wp.min(tx + tile - 1, r.x1), wp.min(ty + tile - 1, r.y1), 1.0 / float(s),
-                     near, far, mode, zbuf, ibuf)
+        tol = tol_px / wp.max(K[0, 0], K[1, 1])
+        raster_tri(scr, cam, sb, f, i0, i1, i2, r, tx, ty, wp.min(tx + tile - 1, r.x1),
+                   wp.min(ty + tile - 1, r.y1), kinvs[b], tol, near, far, fs, int((s & (s - 1)) == 0), keys,
+                   bary, 0)
 
-    @wp.kernel
-    def resolve(verts: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=int), attrs: wp.array3d(dtype=float),
-                Ks: wp.array(dtype=wp.mat33), kinvs: wp.array(dtype=wp.mat33), s: int, zbuf: wp.array3d(dtype=float),
-                ibuf: wp.array3d(dtype=int), out_attr: wp.array4d(dtype=float), out_depth: wp.array3d(dtype=float),
+    @wp.kernel(enable_backward=False)
+    def resolve(cam: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=int), attrs: wp.array3d(dtype=float),
+                Ks: wp.array(dtype=wp.mat33), kinvs: wp.array(dtype=wp.mat33), s: int, b0: int, kb: int, run: int,
+                keys: wp.array3d(dtype=wp.int64), bary: wp.array3d(dtype=wp.vec2), store: int,
+                attrs4: wp.array2d(dtype=wp.vec4), use4: int, out_attr: wp.array4d(dtype=float),
+                out_attr4: wp.array3d(dtype=wp.vec4), out_depth: wp.array3d(dtype=float),
                 out_cov: wp.array3d(dtype=float)):
-        b, v, u = wp.tid()
+        # thread (frame b0 + bi, row v, run t of pixels): the winners' barycentrics (kept by the raster pass, or
+        # re-derived) interpolate the attributes, averaged over each pixel's samples
+        bi, v, t = wp.tid()
+        b = b0 + bi
+        sb = b - kb
         nc = attrs.shape[2]
+        K = Ks[b]
+        kinv = kinvs[b]
+        tol = tol_px / wp.max(K[0, 0], K[1, 1])
+        fs = float(s)
+        pow2 = int((s & (s - 1)) == 0)
         w = 1.0 / float(s * s)
-        n = int(0)
-        zsum = float(0.0)
-        for j in range(s):
-            for i in range(s):
+        for u in range(t * run, wp.min(t * run + run, out_cov.shape[2])):
+            acc = wp.vec4(0.0, 0.0, 0.0, 0.0)  # the attributes when there are 4 (use4: vec4 views)
+            if use4 == 0:
+                for c in range(nc):
+                    out_attr[b, v, u, c] = 0.0
+            n = int(0)
+            zsum = float(0.0)
+            for j in range(s):
                 ky = v * s + j
-                kx = u * s + i
-                f = ibuf[b, ky, kx]
-                if f != int_max:
-                    i0 = faces[f, 0]
-                    i1 = faces[f, 1]
-                    i2 = faces[f, 2]
-                    tri = coeffs(verts[b, i0], verts[b, i1], verts[b, i2], i0, i1, i2, kinvs[b], Ks[b])
-                    h = hit(tri, kx, ky, 1.0 / float(s))
-                    b0 = 1.0 - h[0] - h[1]
-                    for c in range(nc):
-                        val = b0 * attrs[b, i0, c] + h[0] * attrs[b, i1, c] + h[1] * attrs[b, i2, c]
-                        out_attr[b, v, u, c] = out_attr[b, v, u, c] + w * val
-                    zsum += zbuf[b, ky, kx]
-                    n += 1
-        if n > 0:
-            out_depth[b, v, u] = zsum / float(n)
-        out_cov[b, v, u] = float(n) * w
+                y = sample_pos(ky, fs, pow2)
+                for i in range(s):
+                    kx = u * s + i
+                    key = keys[sb, ky, kx]
+                    if key_hit(key):
+                        f = key_face(key)
+                        i0 = faces[f, 0]
+                        i1 = faces[f, 1]
+                        i2 = faces[f, 2]
+                        w1 = float(0.0)
+                        w2 = float(0.0)
+                        if store != 0:
+                            bw = bary[sb, ky, kx]
+                            w1 = bw[0]
+                            w2 = bw[1]
+                        else:
+                            x = sample_pos(kx, fs, pow2)
+                            h = hit(cam[sb, i0], cam[sb, i1], cam[sb, i2], i0, i1, i2, ray_x(kinv, x, y),
+                                    ray_y(kinv, x, y), tol)
+                            w1 = h[0]
+                            w2 = h[1]
+                        w0 = 1.0 - w1 - w2
+                        if use4 != 0:
+                            acc = acc + w * (w0 * attrs4[b, i0] + w1 * attrs4[b, i1] + w2 * attrs4[b, i2])
+                        else:
+                            for c in range(nc):
+                                val = w0 * attrs[b, i0, c] + w1 * attrs[b, i1, c] + w2 * attrs[b, i2, c]
+                                out_attr[b, v, u, c] = out_attr[b, v, u, c] + w * val
+                        zsum += key_depth(key)
+                        n += 1
+            if use4 != 0:
+                out_attr4[b, v, u] = acc
+            if n > 0:
+                out_depth[b, v, u] = zsum / float(n)
+            else:
+                out_depth[b, v, u] = 0.0
+            out_cov[b, v, u] = float(n) * w
 
-    return raster_small, raster_big, resolve
+    return vertex, clear, raster, raster_big, resolve
+
+
+_POOL = None  # (pid, ThreadPoolExecutor): CPU worker threads, one frame per task
+_POOL_LOCK = threading.Lock()
+_SCRATCH = threading.local()  # per thread: the CPU buffers of the frame it works on
+
+
+def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        # a forked child inherits the pool object but not its threads: make a new one there
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers != n:
+            _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(max_workers=n,
+                                                                        thread_name_prefix="ex4d-raster"))
+        return _POOL[1]
+
+
+def _scratch(wp, N: int, hs: int, ws: int):
+    """This thread's buffers for one CPU frame, reused across frames and calls: (cam, scr, keys, bary)."""
+    shape = (N, hs, ws)
+    if getattr(_SCRATCH, "shape", None) != shape:
+        _SCRATCH.shape = None
+        tensors = (torch.empty(1, N, 3), torch.empty(1, N, 3), torch.empty(1, hs, ws, dtype=torch.int64),
+                   torch.empty(1, hs, ws, 2))
+        _SCRATCH.tensors = tensors  # keeps the memory alive
+        _SCRATCH.arrays = tuple(wp.from_torch(t, dtype=d)
+                                for t, d in zip(tensors, (wp.vec3, wp.vec3, wp.int64, wp.vec2)))
+        _SCRATCH.shape = shape
+    return _SCRATCH.arrays
+
+
+def _k_inverse(K: torch.Tensor) -> torch.Tensor:
+    """``K^-1`` exactly as :func:`camera_inputs` computes it (without its host sync on CUDA)."""
+    Kd = K.double()
+    K_inv = torch.linalg.inv(Kd) if K.device.type == "cpu" else torch.linalg.inv_ex(Kd).inverse
+    K_inv[:, 2] = torch.tensor([0.0, 0.0, 1.0], dtype=K_inv.dtype, device=K_inv.device)  # keeps d_z == 1 exactly
+    return K_inv.float().contiguous()
 
 
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Tensor, w2c: torch.Tensor,
@@ -378,7 +706,8 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Ten
     """Rasterise B triangle meshes (shared faces) into B views, with perspective-correct attributes.
 
     No back-face culling; edges are inclusive (tolerance :data:`EDGE_TOL_PX`); triangles crossing the near plane
-    render their visible part.
+    render their visible part. On CPU the frames are spread over ``torch.get_num_threads()`` threads; on CUDA the
+    call holds one host sync. CPU and CUDA results are bit-identical.
 
     Args:
         vertices: (B, N, 3) float32 world coordinates.
@@ -399,41 +728,73 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Ten
     """
     vertices, faces, attributes, w2c, K, face_mask = validate_inputs(
         vertices, faces, attributes, w2c, K, height, width, settings, face_mask)
-    B, F, C, dev, s = vertices.shape[0], faces.shape[0], attributes.shape[2], vertices.device, settings.supersample
+    B, N = vertices.shape[:2]
+    F, C, dev, s = faces.shape[0], attributes.shape[2], vertices.device, settings.supersample
     height, width, s = int(height), int(width), int(s)
     if F == 0:
         return empty_output(B, height, width, C, dev)
     wp = _warp()
-    raster_small, raster_big, resolve = _kernels()
-    verts_cam, K_inv = camera_inputs(vertices, w2c, K)
-    mask = (torch.ones(B, F, dtype=torch.uint8, device=dev) if face_mask is None
-            else face_mask.to(torch.uint8)).contiguous()
-    zbuf = torch.full((B, height * s, width * s), float("inf"), device=dev)
-    ibuf = torch.full((B, height * s, width * s), _INT_MAX, dtype=torch.int32, device=dev)
-    queue = torch.zeros(B * F, dtype=torch.int32, device=dev)
-    counters = torch.zeros(2, dtype=torch.int32, device=dev)
-    out = RasterOutput(torch.zeros(B, height, width, C, device=dev), torch.zeros(B, height, width, device=dev),
-                       torch.zeros(B, height, width, device=dev))
-
-    faces32, K, attributes = faces.to(torch.int32).contiguous(), K.contiguous(), attributes.contiguous()
-    w = {n: wp.from_torch(t, dtype=d) for n, t, d in (
-        ("verts", verts_cam, wp.vec3), ("faces", faces32, wp.int32), ("mask", mask, wp.uint8),
-        ("K", K, wp.mat33), ("kinv", K_inv, wp.mat33), ("attrs", attributes, wp.float32),
-        ("zbuf", zbuf, wp.float32), ("ibuf", ibuf, wp.int32), ("queue", queue, wp.int32),
-        ("counters", counters, wp.int32), ("oa", out.attributes, wp.float32), ("od", out.depth, wp.float32),
-        ("oc", out.coverage, wp.float32))}
+    vertex, clear, raster, raster_big, resolve = _kernels()
     device = wp.device_from_torch(dev)
+    hs, ws = height * s, width * s
+    near, far = float(settings.near), float(settings.far)
+    out = RasterOutput(torch.empty(B, height, width, C, device=dev), torch.empty(B, height, width, device=dev),
+                       torch.empty(B, height, width, device=dev))
+    use_mask = int(face_mask is not None)
+    mask = torch.ones(1, 1, dtype=torch.bool, device=dev) if face_mask is None else face_mask
+    attributes = attributes.detach().contiguous()
+    use4 = int(C == 4)  # RGBA: vec4 views of the attributes, accumulated in registers
+    arrays = [(vertices, wp.vec3), (w2c.double(), wp.mat44d), (faces.to(torch.int32), wp.int32), (mask, wp.bool),
+              (K, wp.mat33), (_k_inverse(K), wp.mat33), (attributes, wp.float32), (out.attributes, wp.float32),
+              (out.depth, wp.float32), (out.coverage, wp.float32)]
+    verts, w2c, faces, mask, K, kinv, attrs, o_attr, o_depth, o_cov = (
+        wp.from_torch(t.detach().contiguous(), dtype=d) for t, d in arrays)
+    attrs4, o_attr4 = ((wp.from_torch(attributes, dtype=wp.vec4), wp.from_torch(out.attributes, dtype=wp.vec4))
+                       if use4 else (wp.empty((1, 1), dtype=wp.vec4, device=device),
+                                     wp.empty((1, 1, 1), dtype=wp.vec4, device=device)))
+    outputs = [attrs4, use4, o_attr, o_attr4, o_depth, o_cov]
+
+    if dev.type == "cpu" and not _BATCHED_ON_CPU:
+        unused_queue, unused_counters = wp.empty(1, dtype=wp.vec2i, device=device), wp.zeros(4, dtype=int,
+                                                                                                device=device)
+
+        def frame(b: int):
+            # frame b on this thread: one thread per launch looping over all vertices / triangles / pixel rows (no
+            # per-item launch overhead), in this thread's scratch buffers (frame index b - b = 0)
+            cam, scr, keys, bary = _scratch(wp, N, hs, ws)
+            wp.launch(vertex, dim=(1, 1), inputs=[verts, w2c, K, s, b, b, N, cam, scr], device=device)
+            wp.launch(clear, dim=(1, hs, 1), inputs=[ws, keys], device=device)
+            wp.launch(raster, dim=(1, 1), inputs=[scr, cam, faces, mask, use_mask, K, kinv, near, far, s, b, b, F,
+                                                  _INT_MAX, keys, bary, 1, unused_queue, unused_counters],
+                      device=device)
+            wp.launch(resolve, dim=(1, height, 1), inputs=[cam, faces, attrs, K, kinv, s, b, b, width, keys, bary, 1,
+                                                           *outputs], device=device)
+
+        threads = max(1, min(torch.get_num_threads(), B))
+        if threads == 1:
+            for b in range(B):
+                frame(b)
+        else:
+            wp.load_module(vertex.module, device=device)  # compile here, not from several threads
+            list(_pool(threads).map(frame, range(B)))
+        return out
+
+    cam, scr = (wp.from_torch(torch.empty(B, N, 3, device=dev), dtype=wp.vec3) for _ in range(2))
+    keys = wp.from_torch(torch.full((B, hs, ws), _EMPTY_KEY, dtype=torch.int64, device=dev), dtype=wp.int64)
+    queue = wp.from_torch(torch.empty(B * F, 2, dtype=torch.int32, device=dev), dtype=wp.vec2i)
+    counters_t = torch.zeros(4, dtype=torch.int32, device=dev)
+    counters = wp.from_torch(counters_t, dtype=wp.int32)
+    unused_bary = wp.empty((1, 1, 1), dtype=wp.vec2, device=device)
     stream = wp.stream_from_torch(dev) if dev.type == "cuda" else None  # order with torch's work
-    common = [w["verts"], w["faces"], w["mask"], w["K"], w["kinv"], float(settings.near), float(settings.far), s]
     with wp.ScopedDevice(device), (wp.ScopedStream(stream) if stream is not None else contextlib.nullcontext()):
-        for mode in (0, 1):  # 0: depth, 1: face id of the nearest depth
-            wp.launch(raster_small, dim=(B, F), inputs=common + [mode, w["zbuf"], w["ibuf"], w["queue"],
-                                                                 w["counters"]])
-            if mode == 0:
-                n_big, max_tiles = (int(x) for x in counters.cpu())
-            if n_big > 0:
-                wp.launch(raster_big, dim=n_big * max_tiles,
-                          inputs=common + [mode, w["zbuf"], w["ibuf"], w["queue"], max_tiles])
-        wp.launch(resolve, dim=(B, height, width), inputs=[w["verts"], w["faces"], w["attrs"], w["K"], w["kinv"], s,
-                                                           w["zbuf"], w["ibuf"], w["oa"], w["od"], w["oc"]])
+        wp.launch(vertex, dim=(B, N), inputs=[verts, w2c, K, s, 0, 0, 1, cam, scr])
+        wp.launch(raster, dim=(B, F), inputs=[scr, cam, faces, mask, use_mask, K, kinv, near, far, s, 0, 0, 1, _BIG,
+                                              keys, unused_bary, 0, queue, counters])
+        n_big, max_big, n_huge, max_huge = (int(x) for x in counters_t.cpu())  # the one host sync: sizes these
+        for n, first, step, max_tiles in ((n_big, 0, 1, max_big), (n_huge, B * F - 1, -1, max_huge)):
+            if n > 0:
+                wp.launch(raster_big, dim=n * max_tiles, inputs=[scr, cam, faces, K, kinv, near, far, s, 0, keys,
+                                                                 unused_bary, queue, first, step, max_tiles])
+        wp.launch(resolve, dim=(B, height, width), inputs=[cam, faces, attrs, K, kinv, s, 0, 0, 1, keys, unused_bary,
+                                                           0, *outputs])
     return out
