@@ -61,11 +61,19 @@ def extent_valid(corners: torch.Tensor, z_range: torch.Tensor, threshold: float 
 
 
 def _grid_edges(points: torch.Tensor):
-    """The three edge families of a vertex grid (B, H, W, 3): horizontal (v,u)->(v,u+1), vertical (v,u)->(v+1,u),
-    and diagonal BL->TR of each block, (v+1,u)->(v,u+1)."""
-    horizontal = points[:, :, 1:] - points[:, :, :-1]
-    vertical = points[:, 1:] - points[:, :-1]
-    diagonal = points[:, :-1, 1:] - points[:, 1:, :-1]
+    """The three edge families of a vertex grid, component-first for fast elementwise maths.
+
+    Args:
+        points: (B, H, W, 3) grid vertices.
+
+    Returns:
+        (horizontal (3, B, H, W-1): (v,u)->(v,u+1), vertical (3, B, H-1, W): (v,u)->(v+1,u),
+        diagonal (3, B, H-1, W-1): BL->TR of each block, (v+1,u)->(v,u+1)).
+    """
+    planes = points.movedim(-1, 0).contiguous()  # x, y and z planes: dot products become plane arithmetic
+    horizontal = planes[:, :, :, 1:] - planes[:, :, :, :-1]
+    vertical = planes[:, :, 1:] - planes[:, :, :-1]
+    diagonal = planes[:, :, :-1, 1:] - planes[:, :, 1:, :-1]
     return horizontal, vertical, diagonal
 
 
@@ -81,9 +89,13 @@ def grid_min_angle_valid(points: torch.Tensor, min_angle_deg: float | torch.Tens
         (first, second): (B, H-1, W-1) bool validity of each block's (BL, TL, TR) and (BL, TR, BR) face.
     """
     horizontal, vertical, diagonal = _grid_edges(points)
-    n_h, n_v, n_d = horizontal.norm(dim=-1), vertical.norm(dim=-1), diagonal.norm(dim=-1)
-    top, bottom = horizontal[:, :-1], horizontal[:, 1:]
-    left, right = vertical[:, :, :-1], vertical[:, :, 1:]
+
+    def dot(a, b):
+        return (a[0] * b[0]).addcmul_(a[1], b[1]).addcmul_(a[2], b[2])
+
+    n_h, n_v, n_d = dot(horizontal, horizontal).sqrt_(), dot(vertical, vertical).sqrt_(), dot(diagonal, diagonal).sqrt_()
+    top, bottom = horizontal[:, :, :-1], horizontal[:, :, 1:]
+    left, right = vertical[:, :, :, :-1], vertical[:, :, :, 1:]
     n_top, n_bottom, n_left, n_right = n_h[:, :-1], n_h[:, 1:], n_v[:, :, :-1], n_v[:, :, 1:]
 
     # An angle is below the threshold iff its cosine is above cos(threshold) (arccos is decreasing); compared
@@ -92,26 +104,21 @@ def grid_min_angle_valid(points: torch.Tensor, min_angle_deg: float | torch.Tens
     if limit.ndim:
         limit = limit.reshape(-1, 1, 1)
 
-    def sharp(dot, na, nb):
-        return dot > limit * (na * nb + 1e-12)
+    def sharp(dot_ab, na, nb):
+        return dot_ab > limit * (na * nb + 1e-12)
 
-    def dot(a, b):
-        return torch.einsum("...i,...i->...", a, b)
-
-    left_diag, diag_top, diag_bottom, diag_right = dot(left, diagonal), dot(diagonal, top), \
-        dot(diagonal, bottom), dot(diagonal, right)
-    first = ~(sharp(-left_diag, n_left, n_d)  # at BL: (TL - BL) = -left, (TR - BL) = diagonal
+    first = ~(sharp(-dot(left, diagonal), n_left, n_d)  # at BL: (TL - BL) = -left, (TR - BL) = diagonal
               | sharp(dot(left, top), n_left, n_top)  # at TL: (BL - TL) = left, (TR - TL) = top
-              | sharp(diag_top, n_d, n_top))  # at TR: (BL - TR) = -diagonal, (TL - TR) = -top
-    second = ~(sharp(diag_bottom, n_d, n_bottom)  # at BL: diagonal, (BR - BL) = bottom
-               | sharp(-diag_right, n_d, n_right)  # at TR: -diagonal, (BR - TR) = right
+              | sharp(dot(diagonal, top), n_d, n_top))  # at TR: (BL - TR) = -diagonal, (TL - TR) = -top
+    second = ~(sharp(dot(diagonal, bottom), n_d, n_bottom)  # at BL: diagonal, (BR - BL) = bottom
+               | sharp(-dot(diagonal, right), n_d, n_right)  # at TR: -diagonal, (BR - TR) = right
                | sharp(dot(bottom, right), n_bottom, n_right))  # at BR: -bottom, -right
     return first, second
 
 
 def grid_extent_valid(points: torch.Tensor, z_range: torch.Tensor, threshold: float = 0.013):
     """:func:`extent_valid` for every grid face. Returns (first, second) as :func:`grid_min_angle_valid`."""
-    horizontal, vertical, diagonal = (e.abs().amax(-1) for e in _grid_edges(points))
+    horizontal, vertical, diagonal = (e.abs().amax(0) for e in _grid_edges(points))
     first = torch.maximum(torch.maximum(vertical[:, :, :-1], horizontal[:, :-1]), diagonal)
     second = torch.maximum(torch.maximum(diagonal, horizontal[:, 1:]), vertical[:, :, 1:])
     limit = threshold * z_range[:, None, None]
