@@ -6,7 +6,7 @@ Usage:
 For each size (H×W) it measures, on a 49-frame synthetic wall-and-objects scene along preset "180":
   * io_floor_s: decoding the H.264 source with PyAV plus encoding one H.264 video of the same size (the least
     any video-to-video tool must spend);
-  * recon_s: ``ex4d.recon`` end to end from decoded frames + depth arrays to uint8 colour/mask arrays
+  * recon_s: ``ex4d.reconstruction`` end to end from decoded frames + depth arrays to uint8 colour/mask arrays
     (host<->device copies included), after one warm-up call that compiles the Warp kernels;
   * on_device_s: mesh build + render with inputs already on the device (GPU: synchronised);
 and reports frames per second for each. Numbers are the median of --repeats runs.
@@ -29,7 +29,7 @@ from ex4d.geometry.conventions import reference_intrinsics
 from ex4d.geometry.trajectory import make_trajectory, reference_radius
 from ex4d.io.video import Video, load_video, save_video
 from ex4d.mesh.build import build_dw_mesh
-from ex4d.recon import recon
+from ex4d.reconstruction import recon
 from ex4d.render.dwmesh import RenderSettings, render_dw_mesh
 from ex4d.render.raster import RasterSettings
 

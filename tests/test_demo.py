@@ -5,7 +5,7 @@ import numpy as np
 
 from ex4d.cli import main
 from ex4d.io.preview import side_by_side, text_mask
-from ex4d.recon import recon
+from ex4d.reconstruction import recon
 
 
 def decode(path):

@@ -9,7 +9,7 @@ from ex4d.geometry.conventions import reference_intrinsics, transform_points, in
 from ex4d.geometry.trajectory import Trajectory, make_trajectory
 from ex4d.io.video import Video
 from ex4d.mesh.build import MeshSettings
-from ex4d.recon import recon
+from ex4d.reconstruction import recon
 from ex4d.render.dwmesh import RenderSettings
 
 

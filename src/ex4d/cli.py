@@ -58,7 +58,7 @@ def _add_recon(sub) -> None:
 def _run_recon(args) -> int:
     from ex4d.geometry.conventions import REFERENCE_FOCAL_PX
     from ex4d.mesh.build import MeshSettings
-    from ex4d.recon import output_name, recon, write_recon_outputs
+    from ex4d.reconstruction import output_name, recon, write_recon_outputs
     from ex4d.render.dwmesh import RenderSettings
     from ex4d.render.raster import RasterSettings
 

@@ -20,7 +20,7 @@ from ex4d.geometry.trajectory import make_trajectory, reference_radius
 from ex4d.io.atomic import atomic_path, save_npz_atomic
 from ex4d.io.preview import side_by_side
 from ex4d.io.video import Video, save_video
-from ex4d.recon import recon, write_recon_outputs
+from ex4d.reconstruction import recon, write_recon_outputs
 
 DEMO_FPS = 15.0
 

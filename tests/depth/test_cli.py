@@ -40,7 +40,7 @@ def test_parser_builds_without_torch():
 
 
 def test_file_backend_end_to_end(tmp_path, video, capsys):
-    from ex4d.recon import check_depth, load_depth_file
+    from ex4d.reconstruction import check_depth, load_depth_file
 
     depth = np.random.default_rng(1).uniform(1, 9, (4, 64, 64)).astype(np.float32)
     np.save(tmp_path / "mine.npy", depth)

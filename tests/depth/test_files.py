@@ -110,7 +110,7 @@ def test_clear_errors(tmp_path):
 
 
 def test_saved_npz_is_what_recon_reads(tmp_path):
-    from ex4d.recon import check_depth, check_intrinsics, load_depth_file
+    from ex4d.reconstruction import check_depth, check_intrinsics, load_depth_file
 
     depth = _depth()
     np.save(tmp_path / "d.npy", depth)

@@ -4,7 +4,7 @@ For every scene (:func:`ex4d.data.make_scene`) and camera preset, the source vid
 ray-cast from the identity camera, the preset's trajectory is built with the reference orbit radius, and each
 method re-renders the source along it:
 
-* ``dw-mesh``: :func:`ex4d.recon.recon` with the reference DW-Mesh (stretched faces kept as invisible occluders);
+* ``dw-mesh``: :func:`ex4d.reconstruction.recon` with the reference DW-Mesh (stretched faces kept as invisible occluders);
 * ``plain-mesh``: the same mesh with the stretched faces deleted (``MeshSettings(occluders="delete")``), the
   "faces deleted" ablation;
 * ``points``: TrajectoryCrafter-style point splatting, :func:`ex4d.render.splat.splat_points`.
@@ -75,7 +75,7 @@ def run_method(method: str, frames: np.ndarray, depth: np.ndarray, K: np.ndarray
         frames: (T, H, W, 3) uint8 source video; depth: (T, H, W) its z-depth; K: (3, 3) source = target intrinsics.
         w2c: (T, 4, 4) target cameras (``trajectory.w2c``); trajectory: the :class:`Trajectory` (mesh methods).
         device: ``auto``, ``cpu`` or ``cuda``.
-        render_settings, batch_size: passed to :func:`ex4d.recon.recon` (batch_size also batches the splatting).
+        render_settings, batch_size: passed to :func:`ex4d.reconstruction.recon` (batch_size also batches the splatting).
         mesh_settings: the DW-Mesh's settings; ``plain-mesh`` uses them with ``occluders="delete"``, and
             ``dw-mesh-scaled`` with the stretched-face threshold rescaled to the focal length
             (``angle_reference_focal=500``).
@@ -85,7 +85,7 @@ def run_method(method: str, frames: np.ndarray, depth: np.ndarray, K: np.ndarray
     """
     if method in _MESH_METHODS:
         from ex4d.geometry.trajectory import Trajectory
-        from ex4d.recon import recon
+        from ex4d.reconstruction import recon
 
         traj = trajectory if trajectory is not None else Trajectory(w2c=np.asarray(w2c, np.float64))
         video = Video(frames=frames, fps=fps, source_size=frames.shape[1:3])

@@ -201,8 +201,30 @@ def _warp():
         wp.config.log_level = wp.LOG_WARNING
     else:  # older Warp
         wp.config.quiet = True
-    wp.init()
+    if torch.cuda.is_available():
+        wp.init()
+    else:
+        # Without a GPU, Warp's native library prints a "could not load the CUDA driver" warning on every run;
+        # it is expected here, so it is kept off the user's terminal.
+        with _native_stderr_silenced():
+            wp.init()
     return wp
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @functools.lru_cache(maxsize=None)
