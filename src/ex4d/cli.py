@@ -10,13 +10,7 @@ from ex4d import __version__
 from ex4d.depth.cli import add_depth_backend_arguments, add_depth_parser, depth_from_args
 from ex4d.errors import InputError
 from ex4d.eval.cli import add_eval_parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from ex4d.utils.argtypes import positive_int
 
 
 def _add_recon(sub) -> None:
@@ -30,8 +24,8 @@ def _add_recon(sub) -> None:
                    "zoom_in, zoom_out, pan, tilt; parameters as orbit:angle=120) or a trajectory .json/.npz")
     p.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
     p.add_argument("--num-frames", type=int, default=49, help="frames taken from the start (0 = all; default 49)")
-    p.add_argument("--height", type=_positive_int, help="working height (default: the depth maps')")
-    p.add_argument("--width", type=_positive_int, help="working width (default: the depth maps')")
+    p.add_argument("--height", type=positive_int, help="working height (default: the depth maps')")
+    p.add_argument("--width", type=positive_int, help="working width (default: the depth maps')")
     p.add_argument("--save-mesh", action="store_true", help="also write frame 0's mesh as DW-Mesh.ply")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write render_<cam>.npz: color (T,H,W,3) uint8, mask (T,H,W) bool, depth (T,H,W)")
@@ -47,9 +41,9 @@ def _add_recon(sub) -> None:
     g.add_argument("--border-depth", type=float, default=100.0, help="depth of the far wall (default 100)")
     g.add_argument("--pixel-offset", type=float, default=0.5,
                    help="vertex position inside its pixel: 0.5 = centre (ours), 0 = the reference's corner")
-    g.add_argument("--supersample", type=_positive_int, default=1, help="s×s samples per pixel (antialiasing)")
+    g.add_argument("--supersample", type=positive_int, default=1, help="s×s samples per pixel (antialiasing)")
     g.add_argument("--render-backend", choices=("warp", "torch"), default="warp")
-    g.add_argument("--batch-size", type=_positive_int, default=8, help="frames meshed and rendered together")
+    g.add_argument("--batch-size", type=positive_int, default=8, help="frames meshed and rendered together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_depth_backend_arguments(p, "--depth-backend", default=None)
     p.set_defaults(func=_run_recon)
@@ -98,7 +92,7 @@ def _add_trajectory(sub) -> None:
     p = sub.add_parser("trajectory", help="write a preset or keyframed trajectory to a file",
                        description="Export any trajectory (preset or file) as .json or .npz per-frame cameras.")
     p.add_argument("--cam", required=True, help="preset name (with parameters) or a trajectory file")
-    p.add_argument("--num-frames", type=_positive_int, default=49)
+    p.add_argument("--num-frames", type=positive_int, default=49)
     p.add_argument("--radius", type=float, default=None,
                    help="pivot distance r (the reference uses nearest frame-0 depth + 0.15); needed by presets")
     p.add_argument("--output", required=True, help="destination .json or .npz")
@@ -125,9 +119,9 @@ def _add_demo(sub) -> None:
                                    "write the videos, a side-by-side preview.mp4 and metrics.json.")
     p.add_argument("--output-dir", default="ex4d-demo", help="folder for the outputs (default ex4d-demo)")
     p.add_argument("--cam", default="180", help="camera preset or trajectory file (default 180)")
-    p.add_argument("--num-frames", type=_positive_int, default=25)
-    p.add_argument("--height", type=_positive_int, default=256)
-    p.add_argument("--width", type=_positive_int, default=256)
+    p.add_argument("--num-frames", type=positive_int, default=25)
+    p.add_argument("--height", type=positive_int, default=256)
+    p.add_argument("--width", type=positive_int, default=256)
     p.add_argument("--seed", type=int, default=0, help="which random scene")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -156,10 +150,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--output-video", required=True, help="destination .mp4")
     p.add_argument("--wan-dir", help="Wan2.1-I2V folder, diffusers or original layout (default: the official hub copy)")
     p.add_argument("--ex4d-ckpt", help="ex4d.ckpt or an ex4d adapter folder (default: the official hub copy)")
-    p.add_argument("--height", type=_positive_int, default=512)
-    p.add_argument("--width", type=_positive_int, default=512)
-    p.add_argument("--num-frames", type=_positive_int, default=49, help="4k+1 frames (others are rounded)")
-    p.add_argument("--steps", type=_positive_int, default=25, help="denoising steps")
+    p.add_argument("--height", type=positive_int, default=512)
+    p.add_argument("--width", type=positive_int, default=512)
+    p.add_argument("--num-frames", type=positive_int, default=49, help="4k+1 frames (others are rounded)")
+    p.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
     p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt", default=None, help="default: the reference's prompt")

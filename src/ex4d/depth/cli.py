@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from ex4d.errors import InputError
+from ex4d.utils.argtypes import non_negative_int, positive_float, positive_int
 
 __all__ = ["add_depth_parser", "add_depth_backend_arguments", "backend_options_from_args", "depth_from_args",
            "run_depth"]
@@ -36,36 +37,6 @@ _OPTION_MAP = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def add_depth_backend_arguments(parser: argparse.ArgumentParser, backend_flag: str = "--backend",
                                 default: str | None = DEFAULT_BACKEND):
     """Add the backend choice (``backend_flag``, stored as ``depth_backend``) and every backend option.
@@ -82,17 +53,17 @@ def add_depth_backend_arguments(parser: argparse.ArgumentParser, backend_flag: s
     g.add_argument("--depth-svd", dest="depth_svd", metavar="ID_OR_DIR",
                    help="depthcrafter: Stable Video Diffusion folder or hub id for the VAE, image encoder and "
                         "scheduler (default stabilityai/stable-video-diffusion-img2vid)")
-    g.add_argument("--depth-window", dest="depth_window", type=_positive_int, help="depthcrafter: frames per window "
+    g.add_argument("--depth-window", dest="depth_window", type=positive_int, help="depthcrafter: frames per window "
                    "(default 110)")
-    g.add_argument("--depth-overlap", dest="depth_overlap", type=_non_negative_int,
+    g.add_argument("--depth-overlap", dest="depth_overlap", type=non_negative_int,
                    help="depthcrafter: frames shared by consecutive windows (default 25)")
-    g.add_argument("--depth-steps", dest="depth_steps", type=_positive_int, help="depthcrafter: denoising steps "
+    g.add_argument("--depth-steps", dest="depth_steps", type=positive_int, help="depthcrafter: denoising steps "
                    "(default 5)")
     g.add_argument("--depth-guidance", dest="depth_guidance", type=float, help="depthcrafter: guidance (default 1)")
     g.add_argument("--depth-seed", dest="depth_seed", type=int, help="depthcrafter: seed (default 42)")
     g.add_argument("--depth-size", dest="depth_size", choices=("small", "base", "large"),
                    help="depth-anything-v2: model size (default large)")
-    g.add_argument("--depth-batch-size", dest="depth_batch_size", type=_positive_int,
+    g.add_argument("--depth-batch-size", dest="depth_batch_size", type=positive_int,
                    help="depth-anything-v2 / depth-pro: frames per forward pass")
     g.add_argument("--depth-dtype", dest="depth_dtype", choices=("fp16", "bf16", "fp32"),
                    help="model dtype (default fp16 on CUDA, fp32 on CPU)")
@@ -100,15 +71,15 @@ def add_depth_backend_arguments(parser: argparse.ArgumentParser, backend_flag: s
                    help="file backend: .npz/.npy (T,H,W) or a folder of 16-bit .png / .exr frames")
     g.add_argument("--depth-units", dest="depth_units", choices=("depth", "disparity"),
                    help="file backend: z-depth, or relative disparity converted as the reference does (default depth)")
-    g.add_argument("--depth-scale", dest="depth_scale", type=_positive_float,
+    g.add_argument("--depth-scale", dest="depth_scale", type=positive_float,
                    help="file backend: multiply depth values by this (e.g. 0.001 for millimetre PNGs)")
     g.add_argument("--intrinsics", dest="intrinsics_policy", choices=("auto", "reference", "estimate"),
                    default="auto", help="auto: the backend's estimate if it makes one (depth-pro, files with "
                    "intrinsics), else the reference's fixed 500 px focal; reference: always 500 px; estimate: the "
                    "backend's (error if none)")
-    g.add_argument("--focal", type=_positive_float, metavar="PX",
+    g.add_argument("--focal", type=positive_float, metavar="PX",
                    help="known focal length in pixels of the source video (overrides --intrinsics)")
-    g.add_argument("--fov", type=_positive_float, metavar="DEG",
+    g.add_argument("--fov", type=positive_float, metavar="DEG",
                    help="known horizontal field of view in degrees (overrides --intrinsics)")
     g.add_argument("--no-download", dest="depth_download", action="store_false",
                    help="never download weights (use the hub cache or local folders only)")
@@ -166,10 +137,10 @@ def add_depth_parser(subparsers) -> argparse.ArgumentParser:
                     "backends need the diffusion extra: pip install 'ex4d[diffusion]'.")
     p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
     p.add_argument("--output", required=True, help="destination .npz")
-    p.add_argument("--num-frames", type=_non_negative_int, default=49,
+    p.add_argument("--num-frames", type=non_negative_int, default=49,
                    help="frames taken from the start (0 = all; default 49)")
-    p.add_argument("--height", type=_positive_int, help="working height (default: the reference's size rule)")
-    p.add_argument("--width", type=_positive_int, help="working width (default: the reference's size rule)")
+    p.add_argument("--height", type=positive_int, help="working height (default: the reference's size rule)")
+    p.add_argument("--width", type=positive_int, help="working width (default: the reference's size rule)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_depth_backend_arguments(p, "--backend")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ex4d.errors import InputError
+from ex4d.utils.argtypes import non_negative_int
 
 __all__ = ["add_eval_parser", "run_eval", "to_json"]
 
@@ -18,16 +19,6 @@ ALL_METRICS = ("psnr", "ssim", "flicker", "lpips", "fid", "fvd")
 DEFAULT_METRICS = ("psnr", "ssim", "flicker")
 LPIPS_NETS = ("alex", "vgg")
 FVD_CLIP_FRAMES = 16
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,7 +38,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the full results (per video, per frame) as JSON")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--lpips-net", choices=LPIPS_NETS, default="alex", help="LPIPS backbone (default alex)")
-    p.add_argument("--fvd-frames", type=_non_negative_int, default=FVD_CLIP_FRAMES,
+    p.add_argument("--fvd-frames", type=non_negative_int, default=FVD_CLIP_FRAMES,
                    help=f"frames per FVD clip (default {FVD_CLIP_FRAMES}; 0 = whole videos)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
