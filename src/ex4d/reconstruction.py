@@ -186,9 +186,9 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
     target_K = source_K if trajectory.K is None else check_intrinsics(trajectory.K, T, "trajectory intrinsics")
 
     dev = resolve_device(device)
-    color = np.zeros((T, H, W, 3), np.uint8)
-    mask = np.zeros((T, H, W), bool)
-    depth_out = np.zeros((T, H, W), np.float32)
+    # Every frame is written below; torch views of the numpy outputs avoid an intermediate copy per batch.
+    color, mask, depth_out = np.empty((T, H, W, 3), np.uint8), np.empty((T, H, W), bool), np.empty((T, H, W), np.float32)
+    color_t, mask_t, depth_t = torch.from_numpy(color), torch.from_numpy(mask), torch.from_numpy(depth_out)
     w2c_all = trajectory.w2c_tensor()
     mesh0 = None
     for start in tqdm(range(0, T, batch_size), desc="DW-Mesh + render", unit="batch", disable=not progress):
@@ -198,9 +198,9 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
         if start == 0:
             mesh0 = _first_frame(mesh)
         out = render_dw_mesh(mesh, w2c_all[sl].to(dev), torch.from_numpy(target_K[sl]).to(dev), render_settings)
-        color[sl] = (out.color * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        mask[sl] = out.seen.cpu().numpy()
-        depth_out[sl] = out.depth_z.cpu().numpy()
+        color_t[sl] = out.color.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+        mask_t[sl] = out.seen
+        depth_t[sl] = out.depth_z
     if trajectory.starts_at_source() and np.allclose(target_K[0], source_K[0]):
         # As the reference: frame 0 is the source frame itself, fully seen.
         color[0], mask[0], depth_out[0] = video.frames[0], True, depth_arr[0]

@@ -101,8 +101,46 @@ def grid_faces(height: int, width: int, cap: bool = True, device=None) -> torch.
     return torch.cat(faces, 0)
 
 
+#: Build with the fused Warp kernels (:mod:`ex4d.mesh.warp_build`) where they apply; ``False`` (tests, debugging)
+#: always runs the torch path below, which is the specification: both give bit-identical meshes. The Warp path is
+#: used on CPU only: its CUDA branch has not been run on a GPU yet, and torch is fast there anyway.
+USE_WARP = True
+
+
+def _warp_applies(depth_z: torch.Tensor, frames: torch.Tensor, settings: MeshSettings) -> bool:
+    return (USE_WARP and not settings.extent_filter and frames.dtype == torch.uint8 and depth_z.ndim == 3
+            and depth_z.shape[1] >= 2 and depth_z.shape[2] >= 2 and depth_z.device.type == "cpu"
+            and tuple(frames.shape) == (*depth_z.shape, 3))
+
+
+def _build_warp(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
+                settings: MeshSettings) -> MeshBatch | None:
+    """:func:`build_dw_mesh` through the fused Warp kernels (no extent filter), bit-identical to the torch path;
+    None where it cannot be (see :func:`ex4d.mesh.warp_build.build_grid`)."""
+    from ex4d.mesh.warp_build import build_grid
+
+    batch, height, width = depth_z.shape
+    depth = depth_z.to(torch.float32)
+    K = K.to(depth).expand(batch, 3, 3)
+    min_angle = _min_angle(settings, K, batch)
+    # the threshold's cosine exactly as grid_min_angle_valid computes it (same op, same shape)
+    limit = torch.cos(torch.deg2rad(torch.as_tensor(min_angle, dtype=torch.float32, device=depth.device)))
+    limit = limit.expand(batch) if limit.ndim == 0 else limit.reshape(batch)
+    built = build_grid(depth, frames.to(depth.device), K, limit, settings.pixel_offset, settings.border_depth,
+                       settings.occluders == "keep", settings.cap)
+    if built is None:
+        return None
+    vertices, colors, valid = built
+    faces = grid_faces(height, width, settings.cap, device=depth.device)
+    if settings.cap:
+        cap_corners = vertices[:, faces[-2:]]  # (B, 2, 3, 3)
+        valid[:, -2:] = min_angle_valid(cap_corners, min_angle if isinstance(min_angle, float) else min_angle[:, None])
+    face_mask = valid if settings.occluders == "delete" else None
+    return MeshBatch(vertices, colors, faces, valid, face_mask, height, width)
+
+
 def build_dw_mesh(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
-                  settings: MeshSettings = MeshSettings()) -> MeshBatch:
+                  settings: MeshSettings = MeshSettings(), *, _reference: bool = False) -> MeshBatch:
     """Build the DW-Mesh of each frame.
 
     Args:
@@ -113,7 +151,14 @@ def build_dw_mesh(depth_z: torch.Tensor, frames: torch.Tensor, K: torch.Tensor,
 
     Returns:
         A :class:`MeshBatch` on ``depth_z``'s device.
+
+    Without the extent filter this runs fused Warp kernels (see :data:`USE_WARP`); ``_reference=True`` forces the
+    torch implementation below (the specification; the results are bit-identical).
     """
+    if not _reference and _warp_applies(depth_z, frames, settings):
+        mesh = _build_warp(depth_z, frames, K, settings)
+        if mesh is not None:
+            return mesh
     batch, height, width = depth_z.shape
     depth = depth_z.to(torch.float32).clone()
     # The reference pushes the 1-pixel border to a far wall; with the caps this closes the solid.
