@@ -21,15 +21,13 @@ torch's does. On CPU, where a Warp launch runs on the calling thread with the GI
 """
 
 # No `from __future__ import annotations`: Warp evaluates the kernels' annotations.
-import concurrent.futures
 import functools
-import os
 import threading
 
 import torch
 
-_POOL = None  # (pid, ThreadPoolExecutor)
-_POOL_LOCK = threading.Lock()
+from ex4d.utils.warp import cpu_pool, warp_module
+
 _SCRATCH = threading.local()  # per calling thread: the edge-length buffer, reused across calls (fresh memory of
 # this size costs more in page faults than the kernels take)
 
@@ -42,20 +40,10 @@ def _scratch(shape: tuple, dev: torch.device) -> torch.Tensor:
     return t
 
 
-def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers != n:
-            _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(max_workers=n,
-                                                                        thread_name_prefix="ex4d-mesh"))
-        return _POOL[1]
-
-
 @functools.lru_cache(maxsize=None)
 def _kernels():
-    from ex4d.render.raster import _warp
 
-    wp = _warp()
+    wp = warp_module()
     wp.set_module_options({"fuse_fp": False, "enable_backward": False}, module=__name__)
 
     @wp.func
@@ -272,7 +260,7 @@ def build_grid(depth: torch.Tensor, frames: torch.Tensor, K: torch.Tensor, limit
                 for b in range(B):
                     run(part, b)
             else:
-                list(_pool(threads).map(lambda b: run(part, b), range(B)))
+                list(cpu_pool("mesh", threads).map(lambda b: run(part, b), range(B)))
     else:
         stream = wp.stream_from_torch(dev)
         with wp.ScopedDevice(device), wp.ScopedStream(stream):

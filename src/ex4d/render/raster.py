@@ -41,18 +41,17 @@ reproduced bit for bit, at 1/20 (supersample 1) to 1/40 (supersample 2) of its t
 """
 
 # No `from __future__ import annotations`: Warp evaluates the nested kernels' annotations in their closure.
-import concurrent.futures
 import contextlib
 import functools
 import math
 import numbers
-import os
 import threading
 from dataclasses import dataclass
 
 import torch
 
 from ex4d.geometry.conventions import transform_points
+from ex4d.utils.warp import cpu_pool, warp_module
 
 #: Inclusive-edge tolerance, in pixels (at focal max(fx, fy)): a sample this close outside a triangle counts as in.
 #: Shared edges/vertices need none (the test is watertight); it settles samples exactly on a mesh's outer border
@@ -194,42 +193,8 @@ def empty_output(B: int, height: int, width: int, C: int, device) -> RasterOutpu
 
 
 @functools.lru_cache(maxsize=None)
-def _warp():
-    import warp as wp
-
-    if hasattr(wp.config, "log_level") and hasattr(wp, "LOG_WARNING"):
-        wp.config.log_level = wp.LOG_WARNING
-    else:  # older Warp
-        wp.config.quiet = True
-    if torch.cuda.is_available():
-        wp.init()
-    else:
-        # Without a GPU, Warp's native library prints a "could not load the CUDA driver" warning on every run;
-        # it is expected here, so it is kept off the user's terminal.
-        with _native_stderr_silenced():
-            wp.init()
-    return wp
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    import os
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@functools.lru_cache(maxsize=None)
 def _kernels():
-    wp = _warp()
+    wp = warp_module()
     # no FMA contraction on CUDA (the CPU build has none): both devices then round every operation alike, so
     # they agree bit for bit, and shared-edge ties resolve the same way
     wp.set_module_options({"fuse_fp": False, "enable_backward": False}, module=__name__)
@@ -685,19 +650,7 @@ def _kernels():
     return vertex, clear, raster, raster_big, resolve
 
 
-_POOL = None  # (pid, ThreadPoolExecutor): CPU worker threads, one frame per task
-_POOL_LOCK = threading.Lock()
 _SCRATCH = threading.local()  # per thread: the CPU buffers of the frame it works on
-
-
-def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        # a forked child inherits the pool object but not its threads: make a new one there
-        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers != n:
-            _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(max_workers=n,
-                                                                        thread_name_prefix="ex4d-raster"))
-        return _POOL[1]
 
 
 def _scratch(wp, N: int, hs: int, ws: int):
@@ -755,7 +708,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Ten
     height, width, s = int(height), int(width), int(s)
     if F == 0:
         return empty_output(B, height, width, C, dev)
-    wp = _warp()
+    wp = warp_module()
     vertex, clear, raster, raster_big, resolve = _kernels()
     device = wp.device_from_torch(dev)
     hs, ws = height * s, width * s
@@ -798,7 +751,7 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Ten
                 frame(b)
         else:
             wp.load_module(vertex.module, device=device)  # compile here, not from several threads
-            list(_pool(threads).map(frame, range(B)))
+            list(cpu_pool("raster", threads).map(frame, range(B)))
         return out
 
     cam, scr = (wp.from_torch(torch.empty(B, N, 3, device=dev), dtype=wp.vec3) for _ in range(2))
