@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel

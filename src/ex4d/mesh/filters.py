@@ -7,7 +7,6 @@ grid's shared edges, which is several times faster for H×W meshes.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
