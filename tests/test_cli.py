@@ -127,7 +127,7 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 
 def test_help_for_every_subcommand(capsys):
-    for sub in ("demo", "depth", "recon", "generate", "eval", "trajectory"):
+    for sub in ("demo", "depth", "recon", "generate", "run", "eval", "trajectory"):
         with pytest.raises(SystemExit) as exc:
             main([sub, "--help"])
         assert exc.value.code == 0

@@ -1,4 +1,4 @@
-"""Command-line interface: ``ex4d demo|depth|recon|generate|eval|trajectory`` (thin wrappers over the API)."""
+"""Command-line interface: ``ex4d demo|depth|recon|generate|run|eval|trajectory`` (thin wrappers over the API)."""
 
 from __future__ import annotations
 
@@ -208,6 +208,53 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="video -> depth -> DW-Mesh render -> fill, cached stage by stage",
+                       description="The whole pipeline for one video and one or more camera paths. Each stage's "
+                                   "result and settings are kept in --output-dir; a rerun skips unchanged stages.")
+    p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
+    p.add_argument("--cam", action="append", help="preset or trajectory file; repeat for several (default 180)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--depth", help="D.npz to use instead of estimating depth")
+    p.add_argument("--fill", choices=("offline", "ex4d", "none"), default="none",
+                   help="offline: no learned weights; ex4d: the EX-4D video model; none: the render as output")
+    p.add_argument("--num-frames", type=int, default=49, help="frames taken from the start (0 = all)")
+    p.add_argument("--height", type=positive_int)
+    p.add_argument("--width", type=positive_int)
+    p.add_argument("--wan-dir", help="--fill ex4d: Wan2.1-I2V folder (default: the official hub copy)")
+    p.add_argument("--ex4d-ckpt", help="--fill ex4d: ex4d.ckpt (default: the official hub copy)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    add_depth_backend_arguments(p, "--depth-backend", default=None)
+    p.set_defaults(func=_run_run)
+
+
+def _run_run(args) -> int:
+    from ex4d.depth.cli import backend_options_from_args
+    from ex4d.run import run
+
+    if not Path(args.input_video).exists():
+        raise InputError(f"{args.input_video}: input video not found")
+    generate_options = None
+    if args.fill == "ex4d":
+        from ex4d.inpaint.weights import resolve_ex4d_ckpt, resolve_wan_dir
+
+        generate_options = {"model_dir": resolve_wan_dir(args.wan_dir), "adapter": resolve_ex4d_ckpt(args.ex4d_ckpt)}
+    options = None
+    if args.depth_backend:
+        options = dict(backend_options_from_args(args), intrinsics=args.intrinsics_policy, focal_px=args.focal,
+                       fov_deg=args.fov)
+    result = run(args.input_video, args.output_dir, cams=args.cam or ["180"], depth=args.depth,
+                 depth_backend=args.depth_backend, depth_options=options, fill=args.fill,
+                 num_frames=args.num_frames or None, height=args.height, width=args.width, device=args.device,
+                 generate_options=generate_options, progress=not args.quiet)
+    for stage, state in result.stages.items():
+        print(f"{stage}: {state}")
+    for path in result.outputs.values():
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ex4d", description="Extreme-viewpoint 4D video synthesis.")
     parser.add_argument("--version", action="version", version=f"ex4d {__version__}")
@@ -216,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_depth_parser(sub)
     _add_recon(sub)
     _add_generate(sub)
+    _add_run(sub)
     add_eval_parser(sub)
     _add_trajectory(sub)
     return parser
