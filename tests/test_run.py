@@ -43,3 +43,17 @@ def test_run_writes_everything_then_reuses_it(tiny_inputs, tmp_path, capsys):
 def test_run_bad_input_is_one_line(tmp_path, capsys):
     assert main(["run", "--input-video", str(tmp_path / "none.mp4"), "--output-dir", str(tmp_path / "o")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_offline_fill_completes_the_video(tiny_inputs, tmp_path, capsys):
+    from ex4d.io.video import load_video
+
+    video, depth, _, _ = tiny_inputs
+    out = tmp_path / "out"
+    assert main(run_args(video, depth, out, "--cam", "60")) == 0  # --fill offline is the default
+    render = np.load(out / "render_60.npz")
+    output = load_video(out / "output_60.mp4", num_frames=None).frames
+    holes = ~render["mask"][1:]
+    assert holes.sum() > 100
+    # Inside the holes the render is black; the filled output is not.
+    assert output[1:][holes].mean() > 40 and render["color"][1:][holes].max() == 0

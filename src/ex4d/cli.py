@@ -216,7 +216,7 @@ def _add_run(sub) -> None:
     p.add_argument("--cam", action="append", help="preset or trajectory file; repeat for several (default 180)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--depth", help="D.npz to use instead of estimating depth")
-    p.add_argument("--fill", choices=("offline", "ex4d", "none"), default="none",
+    p.add_argument("--fill", choices=("offline", "ex4d", "none"), default="offline",
                    help="offline: no learned weights; ex4d: the EX-4D video model; none: the render as output")
     p.add_argument("--num-frames", type=int, default=49, help="frames taken from the start (0 = all)")
     p.add_argument("--height", type=positive_int)

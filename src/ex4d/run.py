@@ -51,7 +51,7 @@ def _record(out: Path, stage: str, settings: dict, seconds: float) -> None:
 
 
 def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180",), depth: str | Path | None = None,
-        depth_backend: str | None = None, depth_options: dict | None = None, fill: str = "none",
+        depth_backend: str | None = None, depth_options: dict | None = None, fill: str = "offline",
         num_frames: int | None = 49, height: int | None = None, width: int | None = None, device: str = "auto",
         generate_options: dict | None = None, progress: bool = True) -> RunResult:
     """Run the whole pipeline on one video for one or more camera paths.
@@ -145,11 +145,13 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
                 frames = color
                 if fill == "offline":
                     from ex4d.fill.offline import offline_fill
+                    from ex4d.reconstruction import check_depth, load_depth_file
 
-                    if res is None:
+                    if res is None:  # the fill needs the cameras and source frames as well as the arrays
                         res = recon(video, str(depth_path), cam=cam, num_frames=None, device=device,
                                     progress=progress)
-                    frames = offline_fill(res, device="cpu")
+                    source_depth = check_depth(load_depth_file(depth_path)[0], video.num_frames)
+                    frames = offline_fill(res, source_depth, device="cpu")
                 save_video(output, frames, fps=video.fps)
             timings[stage] = time.perf_counter() - start
             _record(out, stage, fill_settings, timings[stage])
