@@ -19,7 +19,7 @@ def test_demo_writes_a_playable_preview_and_honest_metrics(tmp_path, capsys):
                  "--cam", "60", "--quiet", "--device", "cpu"]) == 0
     names = {p.name for p in out.iterdir()}
     assert names == {"input.mp4", "depth.npz", "color_60.mp4", "mask_60.mp4", "camera_60.npz", "gt_60.mp4",
-                     "preview.mp4", "metrics.json"}
+                     "output_60.mp4", "preview.mp4", "metrics.json"}
     preview = decode(out / "preview.mp4")
     assert preview.shape[0] == 9 and preview.shape[2] >= 5 * 96 and preview.shape[1] > 64
     metrics = json.loads((out / "metrics.json").read_text())

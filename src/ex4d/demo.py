@@ -2,7 +2,7 @@
 
 A procedurally generated dynamic scene is ray-cast from a static source camera (the "input video" and its exact
 depth), reconstructed as per-frame DW-Meshes, rendered along a camera path, and compared with the scene ray-cast
-from that path. Until ex4d ships its fill stage, the "output" panel is the render itself.
+from that path. The "output" panel is the offline fill (no learned weights) of the render.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def run_demo(output_dir: str | Path, cam: str = "180", height: int = 256, width:
     """Run the demo and write its files into ``output_dir``.
 
     Writes ``input.mp4`` + ``depth.npz`` (the scene from the source camera and its exact z-depth and intrinsics,
-    ready for ``ex4d recon``), the ``ex4d recon`` outputs for ``cam``, ``gt_<cam>.mp4`` (the scene seen along the
-    path), ``preview.mp4`` (source | render | mask | output | ground truth) and ``metrics.json``.
+    ready for ``ex4d recon``), the ``ex4d recon`` outputs for ``cam``, ``output_<cam>.mp4`` (their offline fill),
+    ``gt_<cam>.mp4`` (the scene seen along the path), ``preview.mp4`` (source | render | mask | output | ground
+    truth) and ``metrics.json``.
 
     Raises:
         InputError: bad size, frame count or preset.
@@ -78,7 +79,13 @@ def run_demo(output_dir: str | Path, cam: str = "180", height: int = 256, width:
     paths += write_recon_outputs(result, out, name)
     paths.append(out / f"gt_{name}.mp4")
     save_video(paths[-1], gt_frames, fps=DEMO_FPS)
-    preview = side_by_side([frames, result.color, result.mask, result.color, gt_frames],
+    from ex4d.fill.offline import offline_fill
+
+    filled = offline_fill(result, depth, device="cpu")
+    metrics["psnr_filled_db"] = masked_psnr(filled[1:], gt_frames[1:], ~result.mask[1:])
+    paths.append(out / f"output_{name}.mp4")
+    save_video(paths[-1], filled, fps=DEMO_FPS)
+    preview = side_by_side([frames, result.color, result.mask, filled, gt_frames],
                            ["source", "render", "mask", "output", "ground truth"])
     paths.append(out / "preview.mp4")
     save_video(paths[-1], preview, fps=DEMO_FPS)
