@@ -45,15 +45,31 @@ def test_run_bad_input_is_one_line(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_offline_fill_completes_the_video(tiny_inputs, tmp_path, capsys):
+def test_offline_fill_completes_the_video_and_saves_exact_frames(tiny_inputs, tmp_path, capsys):
+    from ex4d.fill.offline import offline_fill
     from ex4d.io.video import load_video
+    from ex4d.reconstruction import recon
 
-    video, depth, _, _ = tiny_inputs
+    video, depth, _, depth_arr = tiny_inputs
     out = tmp_path / "out"
-    assert main(run_args(video, depth, out, "--cam", "60")) == 0  # --fill offline is the default
+    assert main(run_args(video, depth, out, "--cam", "60", "--save-arrays")) == 0  # --fill offline: the default
     render = np.load(out / "render_60.npz")
-    output = load_video(out / "output_60.mp4", num_frames=None).frames
+    saved = np.load(out / "output_60.npz")["frames"]
+    decoded = load_video(out / "output_60.mp4", num_frames=None).frames
+    assert decoded.shape == saved.shape == (9, 64, 64, 3)
     holes = ~render["mask"][1:]
     assert holes.sum() > 100
     # Inside the holes the render is black; the filled output is not.
-    assert output[1:][holes].mean() > 40 and render["color"][1:][holes].max() == 0
+    assert saved[1:][holes].mean() > 40 and render["color"][1:][holes].max() == 0
+    # The saved arrays are exactly what the stages produce (recomputed here through the Python API).
+    frames = load_video(video, num_frames=9, height=64, width=64)
+    again = recon(frames, depth_arr, cam="60", num_frames=None, device="cpu", progress=False)
+    assert np.array_equal(render["color"], again.color) and np.array_equal(render["mask"], again.mask)
+    assert np.array_equal(saved, offline_fill(again, depth_arr, device="cpu"))
+
+
+def test_without_save_arrays_no_frame_arrays_are_written(tiny_inputs, tmp_path):
+    video, depth, _, _ = tiny_inputs
+    out = tmp_path / "out"
+    assert main(run_args(video, depth, out, "--cam", "30", "--fill", "none")) == 0
+    assert sorted(p.name for p in out.glob("*.npz")) == ["camera_30.npz", "depth.npz"]

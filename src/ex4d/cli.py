@@ -224,6 +224,8 @@ def _add_run(sub) -> None:
     p.add_argument("--width", type=positive_int)
     p.add_argument("--wan-dir", help="--fill ex4d: Wan2.1-I2V folder (default: the official hub copy)")
     p.add_argument("--ex4d-ckpt", help="--fill ex4d: ex4d.ckpt (default: the official hub copy)")
+    p.add_argument("--save-arrays", action="store_true",
+                   help="also write the exact frames: render_<cam>.npz (color, mask, depth) and output_<cam>.npz")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     add_depth_backend_arguments(p, "--depth-backend", default=None)
@@ -248,7 +250,7 @@ def _run_run(args) -> int:
     result = run(args.input_video, args.output_dir, cams=args.cam or ["180"], depth=args.depth,
                  depth_backend=args.depth_backend, depth_options=options, fill=args.fill,
                  num_frames=args.num_frames or None, height=args.height, width=args.width, device=args.device,
-                 generate_options=generate_options, progress=not args.quiet)
+                 generate_options=generate_options, save_arrays=args.save_arrays, progress=not args.quiet)
     for stage, state in result.stages.items():
         print(f"{stage}: {state}")
     for path in result.outputs.values():

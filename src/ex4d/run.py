@@ -18,7 +18,7 @@ import torch
 
 from ex4d import __version__
 from ex4d.errors import InputError
-from ex4d.io.atomic import atomic_path
+from ex4d.io.atomic import atomic_path, save_npz_atomic
 
 FILLS = ("offline", "ex4d", "none")
 
@@ -53,7 +53,7 @@ def _record(out: Path, stage: str, settings: dict, seconds: float) -> None:
 def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180",), depth: str | Path | None = None,
         depth_backend: str | None = None, depth_options: dict | None = None, fill: str = "offline",
         num_frames: int | None = 49, height: int | None = None, width: int | None = None, device: str = "auto",
-        generate_options: dict | None = None, progress: bool = True) -> RunResult:
+        generate_options: dict | None = None, save_arrays: bool = False, progress: bool = True) -> RunResult:
     """Run the whole pipeline on one video for one or more camera paths.
 
     Args:
@@ -66,6 +66,8 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
             :func:`ex4d.inpaint.generate`) or ``none`` (the render is the output).
         num_frames, height, width: frames taken from the start of the video and the working size.
         device: ``auto``, ``cpu`` or ``cuda``.
+        save_arrays: also write the exact frames of every video: ``render_<cam>.npz`` (``color``, ``mask``,
+            ``depth``, as ``ex4d recon --save-arrays``) and ``output_<cam>.npz`` (``frames``).
 
     Returns:
         A :class:`RunResult`; ``outputs[cam]`` is ``output_<cam>.mp4``.
@@ -110,8 +112,9 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         name = output_name(cam)
         # 2. DW-Mesh + render
         recon_settings = {"depth": str(depth_path.resolve()), "depth_mtime": depth_stamp, "cam": cam,
-                          "frames": video.num_frames, "size": [video.height, video.width]}
-        recon_files = [out / f"{n}_{name}.mp4" for n in ("color", "mask")] + [out / f"render_{name}.npz"]
+                          "frames": video.num_frames, "size": [video.height, video.width], "arrays": save_arrays}
+        # The exact render is kept for the cache (the mp4s are lossy) in OUT/cache/.
+        recon_files = [out / f"{n}_{name}.mp4" for n in ("color", "mask")] + [out / "cache" / f"render_{name}.npz"]
         stage = f"recon_{name}"
         if _cached(out, stage, recon_settings, recon_files):
             result.stages[stage] = "cached"
@@ -121,7 +124,8 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         else:
             start = time.perf_counter()
             res = recon(video, str(depth_path), cam=cam, num_frames=None, device=device, progress=progress)
-            write_recon_outputs(res, out, name, save_arrays=True)
+            write_recon_outputs(res, out, name, save_arrays=save_arrays)
+            save_npz_atomic(recon_files[2], color=res.color, mask=res.mask)
             color, mask = res.color, res.mask
             timings[stage] = time.perf_counter() - start
             _record(out, stage, recon_settings, timings[stage])
@@ -131,16 +135,18 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         output = out / f"output_{name}.mp4"
         # The recon record (settings + when it ran) makes a re-rendered camera refill.
         fill_settings = {"fill": fill, "recon_record": json.loads((out / f"{stage}.json").read_text()),
-                         "generate": generate_options or {}}
+                         "generate": generate_options or {}, "arrays": save_arrays}
+        output_arrays = out / f"output_{name}.npz"
         stage = f"fill_{name}"
-        if _cached(out, stage, fill_settings, [output]):
+        if _cached(out, stage, fill_settings, [output] + ([output_arrays] if save_arrays else [])):
             result.stages[stage] = "cached"
         else:
             start = time.perf_counter()
             if fill == "ex4d":
                 from ex4d.inpaint.generate import generate
 
-                generate(recon_files[0], recon_files[1], output, **(generate_options or {}))
+                generate(recon_files[0], recon_files[1], output, npz=output_arrays if save_arrays else None,
+                         **(generate_options or {}))
             else:
                 frames = color
                 if fill == "offline":
@@ -153,6 +159,8 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
                     source_depth = check_depth(load_depth_file(depth_path)[0], video.num_frames)
                     frames = offline_fill(res, source_depth, device="cpu")
                 save_video(output, frames, fps=video.fps)
+                if save_arrays:
+                    save_npz_atomic(output_arrays, frames=frames)
             timings[stage] = time.perf_counter() - start
             _record(out, stage, fill_settings, timings[stage])
             result.stages[stage] = "ran"

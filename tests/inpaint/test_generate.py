@@ -25,6 +25,11 @@ def test_generate_files_to_files(pipe, tmp_path, caplog):
     assert (info["frames"], info["height"], info["width"]) == (5, 32, 48)
     assert info["fps"] == pytest.approx(15)
     assert load_video(out, num_frames=None, height=32, width=48).frames.shape == (5, 32, 48, 3)
+    # The saved frames are exactly the pipeline's output, before encoding.
+    direct = pipe(load_video(tmp_path / "color.mp4", num_frames=None, height=32, width=48).frames,
+                  load_video(tmp_path / "mask.mp4", num_frames=None, height=32, width=48).frames,
+                  height=32, width=48, num_frames=5, num_inference_steps=1, mask_erode=2, output_type="np").frames
+    assert np.array_equal(frames, direct)
 
 
 def test_generate_rejects_mismatched_videos(pipe, tmp_path):
@@ -62,3 +67,12 @@ def test_cli_generate_with_local_weights_and_one_line_errors(wan_dir, ex4d_ckpt,
     assert not out.exists()
     assert main(args + ["--wan-dir", str(wan_dir), "--ex4d-ckpt", str(tmp_path / "missing.ckpt")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_generate_without_arrays_writes_no_npz(pipe, tmp_path):
+    color, mask = tiny_videos(5, 32, 32)
+    save_video(tmp_path / "color.mp4", color)
+    save_video(tmp_path / "mask.mp4", mask)
+    generate(tmp_path / "color.mp4", tmp_path / "mask.mp4", tmp_path / "out.mp4", pipe=pipe, height=32, width=32,
+             num_frames=5, num_inference_steps=1)
+    assert (tmp_path / "out.mp4").is_file() and not list(tmp_path.glob("*.npz"))
