@@ -21,6 +21,7 @@ from ex4d.io.atomic import atomic_path, save_npz_atomic
 from ex4d.io.preview import side_by_side
 from ex4d.io.video import Video, save_video
 from ex4d.reconstruction import recon, write_recon_outputs
+from ex4d.utils.device import resolve_device
 
 DEMO_FPS = 15.0
 
@@ -81,7 +82,7 @@ def run_demo(output_dir: str | Path, cam: str = "180", height: int = 256, width:
     save_video(paths[-1], gt_frames, fps=DEMO_FPS)
     from ex4d.fill.offline import offline_fill
 
-    filled = offline_fill(result, depth, device="cpu")
+    filled = offline_fill(result, depth, device=resolve_device(device))
     metrics["psnr_filled_db"] = masked_psnr(filled[1:], gt_frames[1:], ~result.mask[1:])
     paths.append(out / f"output_{name}.mp4")
     save_video(paths[-1], filled, fps=DEMO_FPS)

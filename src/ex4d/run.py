@@ -19,6 +19,7 @@ import torch
 from ex4d import __version__
 from ex4d.errors import InputError
 from ex4d.io.atomic import atomic_path, save_npz_atomic
+from ex4d.utils.device import resolve_device
 
 FILLS = ("offline", "ex4d", "none")
 
@@ -157,7 +158,7 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
                         res = recon(video, str(depth_path), cam=cam, num_frames=None, device=device,
                                     progress=progress)
                     source_depth = check_depth(load_depth_file(depth_path)[0], video.num_frames)
-                    frames = offline_fill(res, source_depth, device="cpu")
+                    frames = offline_fill(res, source_depth, device=resolve_device(device))
                 save_video(output, frames, fps=video.fps)
                 if save_arrays:
                     save_npz_atomic(output_arrays, frames=frames)
