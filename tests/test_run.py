@@ -73,3 +73,19 @@ def test_without_save_arrays_no_frame_arrays_are_written(tiny_inputs, tmp_path):
     out = tmp_path / "out"
     assert main(run_args(video, depth, out, "--cam", "30", "--fill", "none")) == 0
     assert sorted(p.name for p in out.glob("*.npz")) == ["camera_30.npz", "depth.npz"]
+
+
+def test_changing_only_the_fill_reuses_the_cached_render(tiny_inputs, tmp_path, capsys):
+    from ex4d.io.video import load_video
+
+    video, depth, _, _ = tiny_inputs
+    cached, fresh = tmp_path / "cached", tmp_path / "fresh"
+    assert main(run_args(video, depth, cached, "--cam", "60", "--fill", "none")) == 0
+    capsys.readouterr()
+    assert main(run_args(video, depth, cached, "--cam", "60", "--fill", "offline")) == 0
+    out = capsys.readouterr().out
+    assert "recon_60: cached" in out and "fill_60: ran" in out
+    assert main(run_args(video, depth, fresh, "--cam", "60", "--fill", "offline")) == 0
+    a = load_video(cached / "output_60.mp4", num_frames=None).frames
+    b = load_video(fresh / "output_60.mp4", num_frames=None).frames
+    assert np.array_equal(a, b)

@@ -119,15 +119,13 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         stage = f"recon_{name}"
         if _cached(out, stage, recon_settings, recon_files):
             result.stages[stage] = "cached"
-            arrays = np.load(recon_files[2])
-            color, mask = arrays["color"], arrays["mask"]
-            res = None
+            res = _load_recon_cache(recon_files[2], video, name)
         else:
             start = time.perf_counter()
             res = recon(video, str(depth_path), cam=cam, num_frames=None, device=device, progress=progress)
             write_recon_outputs(res, out, name, save_arrays=save_arrays)
-            save_npz_atomic(recon_files[2], color=res.color, mask=res.mask)
-            color, mask = res.color, res.mask
+            save_npz_atomic(recon_files[2], color=res.color, mask=res.mask, depth=res.depth, w2c=res.trajectory.w2c,
+                            K=res.K, source_K=res.source_K)
             timings[stage] = time.perf_counter() - start
             _record(out, stage, recon_settings, timings[stage])
             result.stages[stage] = "ran"
@@ -149,14 +147,11 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
                 generate(recon_files[0], recon_files[1], output, npz=output_arrays if save_arrays else None,
                          **(generate_options or {}))
             else:
-                frames = color
+                frames = res.color
                 if fill == "offline":
                     from ex4d.fill.offline import offline_fill
                     from ex4d.reconstruction import check_depth, load_depth_file
 
-                    if res is None:  # the fill needs the cameras and source frames as well as the arrays
-                        res = recon(video, str(depth_path), cam=cam, num_frames=None, device=device,
-                                    progress=progress)
                     source_depth = check_depth(load_depth_file(depth_path)[0], video.num_frames)
                     frames = offline_fill(res, source_depth, device=resolve_device(device))
                 save_video(output, frames, fps=video.fps)
@@ -166,7 +161,7 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
             _record(out, stage, fill_settings, timings[stage])
             result.stages[stage] = "ran"
         result.outputs[cam] = output
-        _write_preview(out, name, video.frames, color, mask, output)
+        _write_preview(out, name, video.frames, res.color, res.mask, output)
 
     _write_json(out / "run.json", {
         "ex4d": __version__, "torch": torch.__version__, "python": platform.python_version(),
@@ -176,6 +171,16 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         "seconds": {k: round(v, 3) for k, v in timings.items()},
     })
     return result
+
+
+def _load_recon_cache(path: Path, video, name: str):
+    """The :class:`ReconResult` a previous run kept in ``OUT/cache/render_<cam>.npz``."""
+    from ex4d.geometry.trajectory import Trajectory
+    from ex4d.reconstruction import ReconResult
+
+    with np.load(path) as cache:
+        return ReconResult(cache["color"], cache["mask"], cache["depth"], Trajectory(cache["w2c"], name=name),
+                           cache["K"], cache["source_K"], video.fps, video)
 
 
 def _write_preview(out: Path, name: str, source: np.ndarray, color: np.ndarray, mask: np.ndarray,
