@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 from ex4d import __version__
 from ex4d.depth.cli import add_depth_backend_arguments, add_depth_parser, depth_from_args
-from ex4d.errors import InputError
+from ex4d.errors import InputError, InputWarning
 from ex4d.eval.cli import add_eval_parser
+from ex4d.train.prepare_cli import add_prepare_parser
+from ex4d.ui.cli import add_ui_parser
 from ex4d.utils.argtypes import positive_int
 
 
@@ -213,7 +219,12 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="video -> depth -> DW-Mesh render -> fill, cached stage by stage",
                        description="The whole pipeline for one video and one or more camera paths. Each stage's "
                                    "result and settings are kept in --output-dir; a rerun skips unchanged stages.")
-    p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input-video", help="mp4/mov/webm/mkv/gif file or a folder of images")
+    src.add_argument("--manifest", help="many videos: a CSV (columns input_video,cam,depth,output_dir; see "
+                     "docs/run.md) or a folder of videos; each item writes to OUT/<video stem> and OUT/summary.json "
+                     "lists every item's status (exit 1 if any failed)")
+    p.add_argument("--summary-json", help="also write the machine-readable summary (status, stages, files) here")
     p.add_argument("--cam", action="append", help="preset or trajectory file; repeat for several (default 180)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--depth", help="D.npz to use instead of estimating depth")
@@ -227,16 +238,18 @@ def _add_run(sub) -> None:
     p.add_argument("--save-arrays", action="store_true",
                    help="also write the exact frames: render_<cam>.npz (color, mask, depth) and output_<cam>.npz")
     p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_depth_backend_arguments(p, "--depth-backend", default=None)
     p.set_defaults(func=_run_run)
 
 
 def _run_run(args) -> int:
     from ex4d.depth.cli import backend_options_from_args
+    import time
+
     from ex4d.run import run
 
-    if not Path(args.input_video).exists():
+    if args.input_video is not None and not Path(args.input_video).exists():
         raise InputError(f"{args.input_video}: input video not found")
     generate_options = None
     if args.fill == "ex4d":
@@ -247,10 +260,36 @@ def _run_run(args) -> int:
     if args.depth_backend:
         options = dict(backend_options_from_args(args), intrinsics=args.intrinsics_policy, focal_px=args.focal,
                        fov_deg=args.fov)
-    result = run(args.input_video, args.output_dir, cams=args.cam or ["180"], depth=args.depth,
-                 depth_backend=args.depth_backend, depth_options=options, fill=args.fill,
-                 num_frames=args.num_frames or None, height=args.height, width=args.width, device=args.device,
-                 generate_options=generate_options, save_arrays=args.save_arrays, progress=not args.quiet)
+    common = dict(depth_backend=args.depth_backend, depth_options=options, fill=args.fill,
+                  num_frames=args.num_frames or None, height=args.height, width=args.width, device=args.device,
+                  generate_options=generate_options, save_arrays=args.save_arrays, progress=not args.quiet)
+    if args.manifest is not None:
+        from ex4d.batch import format_table, run_manifest
+
+        if args.depth is not None:
+            raise InputError("with --manifest, give depth files in the manifest's 'depth' column")
+        statuses = run_manifest(args.manifest, args.output_dir, cams=args.cam or ["180"],
+                                summary_json=args.summary_json, **common)
+        print(format_table(statuses))
+        return 0 if all(s.status == "ok" for s in statuses) else 1
+    from ex4d.batch import ItemStatus, ManifestItem, write_summary
+
+    # A single run is a one-item batch for the summary, so both have one JSON schema.
+    item = ManifestItem(0, Path(args.input_video), args.cam or ["180"], Path(args.output_dir),
+                        Path(args.depth) if args.depth else None)
+    start = time.perf_counter()
+    try:
+        result = run(args.input_video, args.output_dir, cams=item.cams, depth=args.depth, **common)
+    except Exception as exc:
+        if args.summary_json:
+            write_summary(Path(args.output_dir), [ItemStatus(item, "failed", time.perf_counter() - start,
+                                                             error=" ".join(str(exc).split()))], 0, 1, 1,
+                          args.summary_json, write_out=False)
+        raise
+    if args.summary_json:
+        write_summary(Path(args.output_dir), [ItemStatus(item, "ok", time.perf_counter() - start,
+                                                         result=result.record())], 0, 1, 1, args.summary_json,
+                      write_out=False)
     for stage, state in result.stages.items():
         print(f"{stage}: {state}")
     for path in result.outputs.values():
@@ -261,6 +300,7 @@ def _run_run(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ex4d", description="Extreme-viewpoint 4D video synthesis.")
     parser.add_argument("--version", action="version", version=f"ex4d {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of any error (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     add_depth_parser(sub)
@@ -269,23 +309,108 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     add_eval_parser(sub)
     _add_trajectory(sub)
+    add_prepare_parser(sub)
+    add_ui_parser(sub)
     return parser
 
 
+# Python argument names (InputError.argument) whose flag is not simply --name-with-dashes.
+_FLAG_OF = {"model_dir": "--wan-dir", "adapter": "--ex4d-ckpt", "intrinsics": "--depth"}
+_OUTPUT_DESTS = ("output_dir", "output_video", "output")
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _path_args(args) -> list[tuple[str, Path]]:
+    """(flag, path) of every string-valued option, for finding which one an error is about."""
+    found = []
+    for dest, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            # Only path-like values: a preset such as "180" must not match a number inside a message.
+            if isinstance(v, str) and ("/" in v or Path(v).suffix or Path(v).exists()) and dest != "command":
+                found.append(("--" + dest.replace("_", "-"), Path(v)))
+    return found
+
+
+def _flag_for_input_error(args, exc: InputError) -> str | None:
+    if exc.argument is not None:
+        dest = exc.argument
+        return _FLAG_OF.get(dest) or ("--" + dest.replace("_", "-") if hasattr(args, dest) else None)
+    # Unattributed: the argument whose path the message starts with (readers put the path first).
+    message = exc.message
+    hits = [(message.find(str(path)), -len(str(path)), flag) for flag, path in _path_args(args) if str(path) in message]
+    return min(hits)[2] if hits else None
+
+
+def _flag_for_os_error(args, exc: OSError) -> str | None:
+    if exc.filename:
+        target = Path(exc.filename)
+        for flag, path in _path_args(args):
+            if target == path or path in target.parents:
+                return flag
+    if exc.errno in _WRITE_ERRNOS:  # e.g. a buffered write on a full disk: no file name attached
+        outputs = [d for d in _OUTPUT_DESTS if getattr(args, d, None)]
+        if len(outputs) == 1:
+            return "--" + outputs[0].replace("_", "-")
+    return None
+
+
+def _os_error_text(exc: OSError) -> str:
+    if exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc) or type(exc).__name__
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None, *, command="ex4d"):
+    # Input warnings (e.g. a huge video downscaled) are one line, like errors; others keep Python's format.
+    if issubclass(category, InputWarning):
+        print(f"ex4d {command}: note: {_one_line(message)}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ex4d`` console script. Bad input: one line on stderr, exit code 2."""
+    """Entry point of the ``ex4d`` console script.
+
+    Bad input: one line on stderr naming the argument, exit 2. Unwritable or full output: one line, exit 1.
+    Anything else is a bug: one "internal error" line, exit 1 (``--debug`` prints the traceback for all of them).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line, not only before the subcommand.
+    debug = "--debug" in argv
+    argv = (["--debug"] if debug else []) + [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except InputError as exc:
-        print(f"ex4d {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # unwritable output folder, full disk, ...
-        print(f"ex4d {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"ex4d {args.command}: interrupted", file=sys.stderr)
-        return 130
+    prefix = f"ex4d {args.command}"
+
+    def fail(text: str, flag: str | None, code: int) -> int:
+        if debug:
+            traceback.print_exc()
+        print(f"{prefix}: error: {flag + ': ' if flag else ''}{_one_line(text)}", file=sys.stderr)
+        return code
+
+    with warnings.catch_warnings():
+        warnings.showwarning = functools.partial(_print_warning, command=args.command)
+        try:
+            return args.func(args)
+        except InputError as exc:
+            return fail(exc.message, _flag_for_input_error(args, exc), 2)
+        except OSError as exc:  # unwritable output folder, full disk, ...
+            return fail(_os_error_text(exc), _flag_for_os_error(args, exc), 1)
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - a bug: one line, never a raw traceback (unless --debug)
+            if debug:
+                raise
+            print(f"{prefix}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                  "(run with --debug for the traceback)", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ex4d.errors import InputError
+from ex4d.errors import InputError, about
 from ex4d.geometry.conventions import reference_intrinsics, w2c_to_reference
 from ex4d.geometry.trajectory import Trajectory, make_trajectory, reference_radius
 from ex4d.io.atomic import save_npz_atomic
@@ -62,7 +62,11 @@ def load_depth_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise InputError(f"{path}: depth file not found")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)  # allow_pickle=False: a data file never runs code
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: expected an .npz archive with a 'depth' array, found a single .npy array "
+                             "(save it with np.savez(path, depth=...))")
+        with data:
             if "depth" not in data.files:
                 raise InputError(f"{path}: no 'depth' array (found: {', '.join(data.files) or 'nothing'})")
             depth = np.asarray(data["depth"])
@@ -70,7 +74,8 @@ def load_depth_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     except InputError:
         raise
     except Exception as exc:  # numpy raises many types for a file that is not an npz
-        raise InputError(f"{path}: cannot read depth file ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(f"{path}: cannot read depth file: expected an .npz archive with a 'depth' array "
+                         f"({exc.__class__.__name__}: {exc})") from None
     return depth, intrinsics
 
 
@@ -83,26 +88,35 @@ def check_depth(depth: np.ndarray, num_frames: int) -> np.ndarray:
     depth = np.asarray(depth)
     if depth.ndim == 4 and depth.shape[1] == 1:  # (T, 1, H, W), as the reference stores it
         depth = depth[:, 0]
-    if depth.ndim != 3 or not np.issubdtype(depth.dtype, np.number):
-        raise InputError(f"depth must be a (T, H, W) numeric array, got shape {depth.shape} {depth.dtype}")
+    if depth.ndim != 3 or not np.issubdtype(depth.dtype, np.number) or np.iscomplexobj(depth):
+        raise InputError(f"expected a (T, H, W) numeric depth array, found shape {depth.shape} {depth.dtype}")
     if depth.shape[0] != num_frames:
         raise InputError(
             f"depth has {depth.shape[0]} frames but {num_frames} video frames were used; "
             f"pass --num-frames {depth.shape[0]} or depth with {num_frames} frames"
         )
     if depth.shape[1] < 2 or depth.shape[2] < 2:
-        raise InputError(f"depth maps must be at least 2×2, got {depth.shape[1]}×{depth.shape[2]}")
-    depth = depth.astype(np.float32)
-    if not np.isfinite(depth).all():
-        raise InputError("depth contains NaN or inf values")
+        raise InputError(f"expected depth maps of at least 2×2, found {depth.shape[1]}×{depth.shape[2]}")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported below
+        depth = depth.astype(np.float32)
+    finite = np.isfinite(depth)
+    if not finite.all():
+        t = int(np.argwhere(~finite)[0, 0])
+        raise InputError(f"expected finite z-depth, found {int((~finite).sum())} NaN or inf values "
+                         f"(depth contains NaN or inf values, first in frame {t})")
     if (depth <= 0).any():
-        raise InputError(f"depth must be positive z-depth; minimum is {depth.min():g}")
+        raise InputError(f"expected positive z-depth, found {int((depth <= 0).sum())} values ≤ 0 "
+                         f"(depth must be positive z-depth; minimum is {depth.min():g})")
     return depth
 
 
 def check_intrinsics(K, num_frames: int, what: str = "intrinsics") -> np.ndarray:
     """Validate (3, 3) or (T, 3, 3) intrinsics; returns (T, 3, 3) float32."""
-    K = np.asarray(K, dtype=np.float64)
+    try:
+        K = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"expected {what} as a (3, 3) or ({num_frames}, 3, 3) numeric array, "
+                         f"found {type(K).__name__}") from None
     if K.shape == (3, 3):
         K = np.repeat(K[None], num_frames, 0)
     if K.shape != (num_frames, 3, 3):
@@ -163,27 +177,32 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
         InputError: any unusable input (see the messages).
     """
     depth_intrinsics = None
-    if isinstance(depth, (str, Path)):
-        depth, depth_intrinsics = load_depth_file(depth)
-    depth_arr = np.asarray(depth)
-    if depth_arr.ndim not in (3, 4):
-        raise InputError(f"depth must be a (T, H, W) array, got shape {depth_arr.shape}")
+    # Each check names the argument its input came from (the CLI shows it as the flag: --depth, --cam, ...).
+    with about("depth"):
+        if isinstance(depth, (str, Path)):
+            depth, depth_intrinsics = load_depth_file(depth)
+        depth_arr = np.asarray(depth)
+        if depth_arr.ndim not in (3, 4):
+            raise InputError(f"expected a (T, H, W) depth array, found shape {depth_arr.shape}")
     if isinstance(input_video, Video):
         video = input_video
     else:
         video = _load_matching(input_video, num_frames, depth_arr.shape[-2:], height, width)
     T = video.frames.shape[0]
-    depth_arr = check_depth(depth_arr, T)
-    if video.frames.shape[1:3] != depth_arr.shape[1:]:
-        raise InputError(f"video frames are {video.frames.shape[1]}×{video.frames.shape[2]} but depth maps are "
-                         f"{depth_arr.shape[1]}×{depth_arr.shape[2]}")
+    with about("depth"):
+        depth_arr = check_depth(depth_arr, T)
+        if video.frames.shape[1:3] != depth_arr.shape[1:]:
+            raise InputError(f"video frames are {video.frames.shape[1]}×{video.frames.shape[2]} but depth maps are "
+                             f"{depth_arr.shape[1]}×{depth_arr.shape[2]}")
     H, W = depth_arr.shape[1:]
-    if intrinsics is None:
-        intrinsics = depth_intrinsics if depth_intrinsics is not None else reference_intrinsics(H, W).numpy()
-    source_K = check_intrinsics(intrinsics, T)
+    with about("depth" if intrinsics is None else "intrinsics"):
+        if intrinsics is None:
+            intrinsics = depth_intrinsics if depth_intrinsics is not None else reference_intrinsics(H, W).numpy()
+        source_K = check_intrinsics(intrinsics, T)
 
-    trajectory = _trajectory(cam, T, reference_radius(depth_arr[0], mesh_settings.border_depth))
-    target_K = source_K if trajectory.K is None else check_intrinsics(trajectory.K, T, "trajectory intrinsics")
+    with about("cam"):
+        trajectory = _trajectory(cam, T, reference_radius(depth_arr[0], mesh_settings.border_depth))
+        target_K = source_K if trajectory.K is None else check_intrinsics(trajectory.K, T, "trajectory intrinsics")
 
     dev = resolve_device(device)
     # Every frame is written below; torch views of the numpy outputs avoid an intermediate copy per batch.
@@ -208,9 +227,12 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
 
 
 def _load_matching(path, num_frames, depth_size, height, width) -> Video:
-    info = probe_video(path)
-    size = _working_size((info["height"], info["width"]), tuple(int(s) for s in depth_size), height, width)
-    return load_video(path, num_frames=num_frames, height=size[0], width=size[1])
+    with about("input_video"):
+        info = probe_video(path)
+    with about("depth"):
+        size = _working_size((info["height"], info["width"]), tuple(int(s) for s in depth_size), height, width)
+    with about("input_video"):
+        return load_video(path, num_frames=num_frames, height=size[0], width=size[1])
 
 
 def _first_frame(mesh: MeshBatch) -> MeshBatch:
@@ -233,6 +255,11 @@ def write_recon_outputs(result: ReconResult, output_dir: str | Path, name: str, 
     atomically. Returns the written paths."""
     from ex4d.mesh.export import export_mesh
 
+    H, W = result.color.shape[1:3]
+    if H % 2 or W % 2:
+        # Checked before anything is written: H.264 yuv420p (every output video) needs even sizes.
+        raise InputError(f"expected even height and width for the H.264 outputs, found depth maps of {H}×{W}; "
+                         "crop or resize the depth maps by one pixel", argument="depth")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     K = result.K[0] if np.allclose(result.K, result.K[:1]) else result.K

@@ -96,22 +96,26 @@ def load_depth_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
         maps = _load_folder(path)
     elif path.suffix.lower() in (".npz", ".npy"):
         try:
-            data = np.load(path, allow_pickle=False)
-        except Exception as exc:
+            data = np.load(path, allow_pickle=False)  # allow_pickle=False: a data file never runs code
+            if isinstance(data, np.ndarray):
+                maps = data
+            else:
+                with data:
+                    names = data.files
+                    key = next((k for k in ("depth", "disparity") if k in names), None)
+                    if key is None:
+                        arrays = [k for k in names if k != "intrinsics"]
+                        if len(arrays) != 1:
+                            raise InputError(f"{path}: expected an array 'depth' (found: "
+                                             f"{', '.join(names) or 'nothing'})")
+                        key = arrays[0]
+                    # Arrays are read inside the try: a pickled (object) or truncated member fails only here.
+                    maps = data[key]
+                    K = data["intrinsics"] if "intrinsics" in names else None
+        except InputError:
+            raise
+        except Exception as exc:  # numpy raises many types for a file that is not a clean npz/npy
             raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-        if isinstance(data, np.ndarray):
-            maps = data
-        else:
-            with data:
-                names = data.files
-                key = next((k for k in ("depth", "disparity") if k in names), None)
-                if key is None:
-                    arrays = [k for k in names if k != "intrinsics"]
-                    if len(arrays) != 1:
-                        raise InputError(f"{path}: expected an array 'depth' (found: {', '.join(names) or 'nothing'})")
-                    key = arrays[0]
-                maps = data[key]
-                K = data["intrinsics"] if "intrinsics" in names else None
     elif path.suffix.lower() in FRAME_FORMATS:
         maps = _read_frame(path)[None]
     else:
@@ -119,7 +123,7 @@ def load_depth_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
     maps = np.asarray(maps)
     if maps.ndim == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
-    if maps.ndim != 3 or not np.issubdtype(maps.dtype, np.number):
+    if maps.ndim != 3 or not np.issubdtype(maps.dtype, np.number) or np.iscomplexobj(maps):
         raise InputError(f"{path}: depth must be a (T, H, W) numeric array, got shape {maps.shape} {maps.dtype}")
     return maps, None if K is None else np.asarray(K, np.float32)
 
@@ -170,7 +174,10 @@ def save_depth_frames(folder: str | os.PathLike, depth: np.ndarray, fmt: str = "
 
 
 def _check_K(K: np.ndarray, num_frames: int, path: Path) -> np.ndarray:
-    K = np.asarray(K, np.float64)
+    try:
+        K = np.asarray(K, np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: expected intrinsics as a numeric (3, 3) array, found {np.asarray(K).dtype}") from None
     if K.shape == (3, 3):
         K = np.repeat(K[None], num_frames, 0)
     if K.shape != (num_frames, 3, 3):

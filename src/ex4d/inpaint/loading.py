@@ -24,7 +24,7 @@ from typing import Mapping
 
 import torch
 
-from ex4d.errors import InputError
+from ex4d.errors import InputError, about
 from ex4d.inpaint import lora as lora_mod
 from ex4d.inpaint.condition_encoder import ENCODER_KEYS, CamVidEncoder, is_encoder_key
 from ex4d.inpaint.schedule import Ex4dFlowMatchScheduler
@@ -271,6 +271,17 @@ def load_pipeline(
     (:class:`Ex4dFlowMatchScheduler` with ``shift``). The VAE is kept in float32 as diffusers' Wan examples do;
     other models take ``torch_dtype`` (default float32 for the original layout).
     """
+    with about("model_dir"):
+        pipe = _load_base(base, torch_dtype, shift)
+    if adapter is not None:
+        with about("adapter"):
+            load_adapter(pipe, adapter)
+    if device is not None:
+        pipe.to(device)
+    return pipe
+
+
+def _load_base(base, torch_dtype, shift: float):
     from ex4d.inpaint.original import inspect_base, load_original_components
     from ex4d.inpaint.pipeline import Ex4dInpaintPipeline
 
@@ -298,7 +309,7 @@ def load_pipeline(
             f"{base}: the transformer takes {transformer.config.text_dim}-wide text features, the text encoder "
             f"gives {comps['text_encoder'].config.d_model}"
         )
-    pipe = Ex4dInpaintPipeline(
+    return Ex4dInpaintPipeline(
         tokenizer=comps["tokenizer"],
         text_encoder=comps["text_encoder"].eval(),
         image_encoder=comps["image_encoder"].eval(),
@@ -306,11 +317,6 @@ def load_pipeline(
         transformer=transformer.eval(),
         scheduler=Ex4dFlowMatchScheduler(shift=shift),
     )
-    if adapter is not None:
-        load_adapter(pipe, adapter)
-    if device is not None:
-        pipe.to(device)
-    return pipe
 
 
 def _load_diffusers_components(base: Path, torch_dtype) -> dict:
@@ -328,7 +334,7 @@ def _load_diffusers_components(base: Path, torch_dtype) -> dict:
         clip_cls = (CLIPVisionModelWithProjection if "CLIPVisionModelWithProjection" in enc_cfg.get("architectures", [])
                     else CLIPVisionModel)
         image_encoder = clip_cls.from_pretrained(base / "image_encoder", **kw_t)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt tensors raise library-specific types (SafetensorError, ...)
         raise InputError(f"{base}: cannot load the Wan components ({type(exc).__name__}: {exc})") from None
     return dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                 image_encoder=image_encoder)

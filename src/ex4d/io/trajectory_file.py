@@ -27,22 +27,32 @@ from ex4d.geometry.trajectory import Trajectory, look_at
 from ex4d.io.atomic import atomic_path, save_npz_atomic
 
 TRAJECTORY_SUFFIXES = (".npz", ".json")
+#: Keys a trajectory file may hold; anything else (e.g. a typo such as "intrinsic") is an error, not ignored.
+FILE_KEYS = ("w2c", "extrinsics", "intrinsics", "K", "keyframes")
+KEYFRAME_KEYS = ("t", "frame", "eye", "look_at", "up", "w2c", "c2w")
+# What numpy raises for JSON that is not a number array: strings, ragged lists, objects, huge integers.
+_NOT_NUMERIC = (TypeError, ValueError, OverflowError)
 
 
 def _as_matrices(value, key: str, path: Path) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except _NOT_NUMERIC:
         raise InputError(f"{path}: '{key}' is not a numeric array") from None
     if arr.ndim != 3 or arr.shape[1:] != (4, 4):
         raise InputError(f"{path}: '{key}' must have shape (T, 4, 4), got {arr.shape}")
     if not np.isfinite(arr).all():
         raise InputError(f"{path}: '{key}' contains NaN or inf")
     rot = arr[:, :3, :3]
-    if not np.allclose(rot @ rot.transpose(0, 2, 1), np.eye(3), atol=1e-4) or not np.allclose(
-        arr[:, 3], [0, 0, 0, 1], atol=1e-6
-    ):
-        raise InputError(f"{path}: '{key}' matrices are not rigid transforms (rotation + translation)")
+    with np.errstate(over="ignore", invalid="ignore"):  # huge entries overflow to inf: not a rotation either
+        err = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+        det = np.linalg.det(rot)
+    bad = np.flatnonzero(~(err <= 1e-4) | ~(det > 0))
+    if len(bad) or not np.allclose(arr[:, 3], [0, 0, 0, 1], atol=1e-6):
+        found = (f"matrix {bad[0]} has |R Rᵀ − I| = {err[bad[0]]:.3g}, det R = {det[bad[0]]:.3g}" if len(bad)
+                 else "a last row other than [0, 0, 0, 1]")
+        raise InputError(f"{path}: '{key}' matrices are not rigid transforms (rotation + translation): "
+                         f"expected orthonormal rotations with det +1, found {found}")
     return arr
 
 
@@ -52,7 +62,7 @@ def _intrinsics(data: dict, path: Path, num_frames: int) -> np.ndarray | None:
         return None
     try:
         K = np.asarray(data[key], dtype=np.float64)
-    except (TypeError, ValueError):
+    except _NOT_NUMERIC:
         raise InputError(f"{path}: '{key}' is not a numeric array") from None
     if K.shape == (3, 3):
         K = np.repeat(K[None], num_frames, axis=0)
@@ -61,12 +71,26 @@ def _intrinsics(data: dict, path: Path, num_frames: int) -> np.ndarray | None:
     return K
 
 
+def _vector3(frame: dict, key: str, index: int, path: Path) -> np.ndarray:
+    try:
+        v = np.asarray(frame[key], np.float64)
+    except _NOT_NUMERIC:
+        v = None
+    if v is None or v.shape != (3,) or not np.isfinite(v).all():
+        raise InputError(f"{path}: keyframe {index}: expected '{key}' as 3 finite numbers, found {frame[key]!r:.60}")
+    return v
+
+
 def _keyframe_c2w(frame: dict, index: int, path: Path) -> np.ndarray:
     if "eye" in frame and "look_at" in frame:
-        eye, centre = np.asarray(frame["eye"], float), np.asarray(frame["look_at"], float)
-        if eye.shape != (3,) or centre.shape != (3,) or np.allclose(eye, centre):
-            raise InputError(f"{path}: keyframe {index}: 'eye' and 'look_at' must be distinct 3-vectors")
-        return np.linalg.inv(look_at(eye, centre, frame.get("up", (0.0, 1.0, 0.0))))
+        eye, centre = _vector3(frame, "eye", index, path), _vector3(frame, "look_at", index, path)
+        up = _vector3(frame, "up", index, path) if "up" in frame else np.array([0.0, 1.0, 0.0])
+        with np.errstate(all="ignore"):  # degenerate inputs give NaN, rejected just below
+            w2c = look_at(eye, centre, up)
+        if np.allclose(eye, centre) or not np.isfinite(w2c).all():
+            raise InputError(f"{path}: keyframe {index}: 'eye' and 'look_at' must be distinct 3-vectors, with "
+                             "'up' not along the viewing direction")
+        return np.linalg.inv(_as_matrices(w2c[None], f"keyframes[{index}]", path)[0])
     for key in ("w2c", "c2w"):
         if key in frame:
             mat = _as_matrices([frame[key]], f"keyframes[{index}].{key}", path)[0]
@@ -79,17 +103,25 @@ def _from_keyframes(frames: list, path: Path, num_frames: int) -> np.ndarray:
         raise InputError(f"{path}: 'keyframes' must be a non-empty list of objects")
     times = []
     for i, frame in enumerate(frames):
-        if "t" in frame:
-            times.append(float(frame["t"]))
-        elif "frame" in frame:
-            times.append(float(frame["frame"]) / max(num_frames - 1, 1))
-        else:
+        unknown = sorted(set(frame) - set(KEYFRAME_KEYS))
+        if unknown:
+            raise InputError(f"{path}: keyframe {i}: expected keys among {', '.join(KEYFRAME_KEYS)}, "
+                             f"found unknown {', '.join(map(repr, unknown))}")
+        key = "t" if "t" in frame else "frame" if "frame" in frame else None
+        if key is None:
             raise InputError(f"{path}: keyframe {i} needs a time 't' in [0, 1] or a 'frame' index")
+        value = frame[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise InputError(f"{path}: keyframe {i}: expected '{key}' as a finite number, found {value!r:.60}")
+        times.append(float(value) if key == "t" else float(value) / max(num_frames - 1, 1))
     times = np.asarray(times)
     if (times < 0).any() or (times > 1).any() or (np.diff(times) <= 0).any():
         raise InputError(f"{path}: keyframe times must increase strictly within [0, 1] (frames within [0, T-1])")
     c2w = np.stack([_keyframe_c2w(f, i, path) for i, f in enumerate(frames)])
-    return interpolate_keyframes(times, c2w, num_frames)
+    with np.errstate(all="ignore"):
+        w2c = interpolate_keyframes(times, c2w, num_frames)
+    # Far-apart keyframes can still overflow the spline: the result is checked like a per-frame file.
+    return _as_matrices(w2c, "keyframes (interpolated)", path)
 
 
 def _read(path: Path) -> dict:
@@ -133,6 +165,10 @@ def load_trajectory(path: str | Path, num_frames: int) -> Trajectory:
         w2c = reference_to_w2c(_as_matrices(data["extrinsics"], "extrinsics", path))
     else:
         raise InputError(f"{path}: no 'w2c', 'extrinsics' or 'keyframes' entry")
+    unknown = sorted(set(data) - set(FILE_KEYS))
+    if unknown:
+        raise InputError(f"{path}: expected keys among {', '.join(FILE_KEYS)}, found unknown "
+                         f"{', '.join(map(repr, unknown))} (see docs/trajectories.md)")
     if len(w2c) != num_frames:
         raise InputError(f"{path}: has {len(w2c)} cameras but the video has {num_frames} frames")
     return Trajectory(w2c=w2c, K=_intrinsics(data, path, num_frames), name=path.stem)

@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ex4d.errors import InputError
+from ex4d.errors import InputError, InputWarning
 from ex4d.io.atomic import atomic_path
 
 __all__ = ["Video", "IMAGE_EXTENSIONS", "reference_size", "load_video", "save_video", "probe_video"]
@@ -34,6 +35,9 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 FOLDER_FPS = 30.0
 
 SAMPLINGS = ("first", "uniform")
+
+#: Source frames above this many pixels (4K UHD) get a note that they are downscaled while decoding.
+LARGE_FRAME_PIXELS = 3840 * 2160
 
 # Everything PyAV raises for bad input: FFmpegError covers InvalidDataError, av's FileNotFoundError etc.;
 # OSError and EOFError for file-level failures outside libav.
@@ -163,11 +167,13 @@ def _open(path: Path):
 
 
 def _decode(
-    path: Path, keep: Callable[[int], bool], stop: int | None = None
+    path: Path, keep: Callable[[int], bool], stop: int | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray | None]]:
     """Yield (index, RGB frame or None when not kept) for the frames of a video file, in order.
 
-    Stops after ``stop`` frames if given. Any libav error becomes an :class:`InputError`.
+    Stops after ``stop`` frames if given; ``convert`` (e.g. a resize) is applied to each kept frame as soon as
+    it is decoded, so only one source-size frame is ever held. Any libav error becomes an :class:`InputError`.
     """
     container, stream = _open(path)
     with container:
@@ -178,6 +184,8 @@ def _decode(
                 frame = next(frames)
                 # Only convert frames we keep: conversion costs about as much as decoding.
                 rgb = _to_rgb(frame) if keep(index) else None
+                if rgb is not None and convert is not None:
+                    rgb = convert(rgb)
             except StopIteration:
                 return
             except _AV_ERRORS as e:
@@ -284,37 +292,61 @@ def load_video(
         if num_frames and len(files) < num_frames:
             raise _too_few(path, len(files), num_frames)
         chosen = [files[i] for i in _sample_indices(len(files), num_frames, sampling)]
-        images = [(f, _read_image(f)) for f in chosen]
-        first_file, first = images[0]
-        for f, img in images[1:]:
-            if img.shape != first.shape:
+        shrink = _Shrink(path, height, width, max_res)
+        frames = []
+        for f in chosen:
+            img = _read_image(f)
+            if frames and img.shape[:2] != shrink.source_size:
+                first = shrink.source_size
                 raise InputError(
-                    f"{path}: images differ in size ({first_file.name} is {first.shape[0]}x{first.shape[1]}, "
+                    f"{path}: images differ in size ({chosen[0].name} is {first[0]}x{first[1]}, "
                     f"{f.name} is {img.shape[0]}x{img.shape[1]})"
                 )
-        raw, fps = [img for _, img in images], FOLDER_FPS
+            frames.append(shrink(img))
+        fps = FOLDER_FPS
     else:
         container, stream = _open(path)
         with container:
             fps = _fps(stream)
-        raw = _read_video_frames(path, num_frames, sampling)
-
-    h0, w0 = raw[0].shape[:2]
-    if height is None:
-        height, width = reference_size(h0, w0, max_res=max_res)
-    frames = np.stack([_resize(f, height, width) for f in raw])
-    return Video(frames=frames, fps=fps, source_size=(h0, w0))
+        shrink = _Shrink(path, height, width, max_res)
+        frames = _read_video_frames(path, num_frames, sampling, shrink)
+    return Video(frames=np.stack(frames), fps=fps, source_size=shrink.source_size)
 
 
-def _read_video_frames(path: Path, num_frames: int | None, sampling: str) -> list[np.ndarray]:
-    """Decode the frames of a video file that ``num_frames``/``sampling`` select (at source size)."""
+class _Shrink:
+    """Resizes each decoded frame to the working size (fixed by the first frame when not given).
+
+    Why: decoding a whole clip at source size first would hold T full frames, an out-of-memory crash for
+    very large videos; resizing frame by frame holds one. Frames whose size changes mid-stream are resized to
+    the same working size, so the clip stays stackable.
+    """
+
+    def __init__(self, path: Path, height: int | None, width: int | None, max_res: int):
+        self.path, self.size, self.max_res = path, (height, width), max_res
+        self.source_size: tuple[int, int] | None = None
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if self.source_size is None:
+            h0, w0 = rgb.shape[:2]
+            self.source_size = (h0, w0)
+            if self.size[0] is None:
+                self.size = reference_size(h0, w0, max_res=self.max_res)
+            if h0 * w0 > LARGE_FRAME_PIXELS:
+                warnings.warn(f"{self.path}: frames are {h0}×{w0} (H×W), larger than 4K; each is downscaled to "
+                              f"{self.size[0]}×{self.size[1]} as it is decoded", InputWarning, stacklevel=2)
+        return _resize(rgb, *self.size)
+
+
+def _read_video_frames(path: Path, num_frames: int | None, sampling: str,
+                       convert: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """Decode the frames of a video file that ``num_frames``/``sampling`` select, each passed through ``convert``."""
     if num_frames and sampling == "first":
-        out = [rgb for _, rgb in _decode(path, keep=lambda i: True, stop=num_frames)]
+        out = [rgb for _, rgb in _decode(path, keep=lambda i: True, stop=num_frames, convert=convert)]
         if len(out) < num_frames:
             raise _too_few(path, len(out), num_frames)
         return out
     if not num_frames:
-        out = [rgb for _, rgb in _decode(path, keep=lambda i: True)]
+        out = [rgb for _, rgb in _decode(path, keep=lambda i: True, convert=convert)]
         if not out:
             raise InputError(f"{path}: no frames could be decoded")
         return out
@@ -327,7 +359,7 @@ def _read_video_frames(path: Path, num_frames: int | None, sampling: str) -> lis
             raise _too_few(path, total, num_frames)
         wanted = set(_sample_indices(total, num_frames, sampling))
         kept, decoded = {}, 0
-        for index, rgb in _decode(path, keep=wanted.__contains__):
+        for index, rgb in _decode(path, keep=wanted.__contains__, convert=convert):
             decoded = index + 1
             if rgb is not None:
                 kept[index] = rgb
