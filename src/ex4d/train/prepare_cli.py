@@ -1,0 +1,80 @@
+"""``ex4d prepare``: training pairs (target, masked colour, mask) from a folder of monocular clips.
+
+Building the parser imports nothing heavy; :func:`run_prepare` calls :func:`ex4d.train.pairs.build_pairs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ex4d.depth.cli import add_depth_backend_arguments, backend_options_from_args
+from ex4d.errors import InputError
+from ex4d.utils.argtypes import positive_int
+
+__all__ = ["add_prepare_parser", "run_prepare"]
+
+
+def add_prepare_parser(sub) -> argparse.ArgumentParser:
+    """Add the ``prepare`` subcommand to an ``argparse`` subparsers object."""
+    p = sub.add_parser(
+        "prepare", help="build training pairs (target, masked colour, mask) from monocular videos",
+        description="For every clip in --videos: a simulated mask (rendering: what a novel camera on a sampled "
+                    "trajectory would see, brought back to the source view; tracking: a hole carried along "
+                    "optical flow; or both), written as DATA/<clip>/target.mp4, cond.mp4, mask.mp4 (255 = kept), "
+                    "pair.npz and meta.json, plus DATA/index.jsonl. Depth: <stem>.npz beside a video, else "
+                    "--depth-backend. Reruns skip finished clips. Tracking masks need OpenCV: "
+                    "pip install \"ex4d[train]\".")
+    p.add_argument("--videos", required=True, help="folder of clips (video files or image folders)")
+    p.add_argument("--output-dir", required=True, help="DATA folder (created if missing)")
+    p.add_argument("--trajectories", default="30,60,90,180",
+                   help="presets a clip's camera path is drawn from, comma-separated (default 30,60,90,180; "
+                        "integer angles get a random sign; parameters as orbit:angle=120,elevation=10)")
+    p.add_argument("--fixed-sign", action="store_true", help="do not flip integer-angle presets at random")
+    p.add_argument("--mask-kinds", default="render,track",
+                   help="kinds drawn per clip with weights: render, track, both (render ∧ track), e.g. "
+                        "render:0.6,track:0.2,both:0.2 (default render,track = 70/30)")
+    p.add_argument("--workers", type=positive_int, default=1, help="clips processed in parallel (processes)")
+    p.add_argument("--num-frames", type=positive_int, default=49, help="frames taken from the start (default 49)")
+    p.add_argument("--height", type=positive_int, default=512, help="working height (default 512)")
+    p.add_argument("--width", type=positive_int, default=512, help="working width (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-clip random choices (default 0)")
+    p.add_argument("--save-frames", action="store_true", help="also store the exact frames in pair.npz")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="frames meshed and rendered together")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_depth_backend_arguments(p, "--depth-backend", default="depthcrafter")
+    p.set_defaults(func=run_prepare)
+    return p
+
+
+def _depth_options(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(backend constructor options, options for reading per-clip ``<stem>.npz`` files)."""
+    if args.depth_file is not None:
+        raise InputError("--depth-file does not apply to prepare: put each clip's depth beside it as <stem>.npz")
+    file_options = {k: v for k, v in (("units", args.depth_units), ("scale", args.depth_scale)) if v is not None}
+    if args.depth_backend == "file":
+        return {}, file_options
+    # --depth-units/--depth-scale apply to the per-clip files, not to the model backend.
+    model_args = argparse.Namespace(**{**vars(args), "depth_units": None, "depth_scale": None})
+    return backend_options_from_args(model_args), file_options
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """``ex4d prepare``; exit status 0, or 1 when some clips failed (each reported on stderr)."""
+    from ex4d.train.pairs import PairSettings, build_pairs, parse_mask_kinds, parse_trajectories
+
+    depth_options, file_options = _depth_options(args)
+    settings = PairSettings(
+        trajectories=parse_trajectories(args.trajectories), random_sign=not args.fixed_sign,
+        num_frames=args.num_frames, height=args.height, width=args.width,
+        mask_kinds=parse_mask_kinds(args.mask_kinds), seed=args.seed, depth_backend=args.depth_backend,
+        depth_options=depth_options, depth_file_options=file_options,
+        intrinsics={"intrinsics": args.intrinsics_policy, "focal_px": args.focal, "fov_deg": args.fov},
+        save_frames=args.save_frames, device=args.device, batch_size=args.batch_size)
+    result = build_pairs(args.videos, args.output_dir, settings, workers=args.workers, progress=not args.quiet)
+    for name, message in result.failed.items():
+        print(f"ex4d prepare: {name}: {message}", file=sys.stderr)
+    done, skipped, failed = (len(result.names(s)) for s in ("done", "skipped", "failed"))
+    print(f"{done} clips prepared, {skipped} already there, {failed} failed: {result.index}")
+    return 1 if failed else 0
