@@ -1,6 +1,7 @@
 """``ex4d run``: all stages end to end, cached stage by stage."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -14,30 +15,160 @@ def run_args(video, depth, out, *extra):
             "--width", "64", *extra]
 
 
+PER_CAM_STAGES = ("recon", "trajectory", "fill", "preview")
+
+
+def stage_states(stdout: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in stdout.splitlines() if line.endswith((": ran", ": cached")))
+
+
 def test_run_writes_everything_then_reuses_it(tiny_inputs, tmp_path, capsys):
     video, depth, _, depth_arr = tiny_inputs
     out = tmp_path / "out"
     assert main(run_args(video, depth, out, "--cam", "30", "--cam", "60", "--fill", "none")) == 0
-    first = capsys.readouterr().out
-    assert "depth: ran" in first and "recon_30: ran" in first and "fill_60: ran" in first
-    for name in ("depth.npz", "color_30.mp4", "mask_60.mp4", "output_30.mp4", "output_60.mp4", "preview_30.mp4",
-                 "run.json"):
+    first = capsys.readouterr()
+    assert first.err == ""  # --quiet: no progress bars at all
+    assert stage_states(first.out) == {"depth": "ran", "mesh": "ran",
+                                       **{f"{s}_{c}": "ran" for c in ("30", "60") for s in PER_CAM_STAGES}}
+    looked_at = ["mesh.glb", "preview_30.mp4", "preview_30.gif", "trajectory_30.png", "preview_60.gif",
+                 "trajectory_60.png"]
+    for name in ["depth.npz", "color_30.mp4", "mask_60.mp4", "output_30.mp4", "output_60.mp4", "run.json",
+                 *looked_at]:
         assert (out / name).is_file(), name
     assert probe_video(out / "output_60.mp4")["frames"] == 9
     assert np.allclose(np.load(out / "depth.npz")["depth"], depth_arr)
     record = json.loads((out / "run.json").read_text())
     assert record["cams"] == ["30", "60"] and record["frames"] == 9
+    stamps = {name: (out / name).stat().st_mtime_ns for name in looked_at}
 
-    # Same settings: every stage is reused.
+    # Same settings: every stage is reused and nothing is rewritten.
     assert main(run_args(video, depth, out, "--cam", "30", "--cam", "60", "--fill", "none")) == 0
-    second = capsys.readouterr().out
-    stage_lines = [line for line in second.splitlines() if ": " in line]
-    assert len(stage_lines) == 5 and all(line.endswith(": cached") for line in stage_lines)
+    second = stage_states(capsys.readouterr().out)
+    assert len(second) == 10 and set(second.values()) == {"cached"}
+    assert stamps == {name: (out / name).stat().st_mtime_ns for name in looked_at}
 
-    # A new camera only renders and fills that camera.
+    # A new camera only renders, draws, fills and previews that camera.
     assert main(run_args(video, depth, out, "--cam", "30", "--cam", "90", "--fill", "none")) == 0
-    third = capsys.readouterr().out
-    assert "depth: cached" in third and "recon_30: cached" in third and "recon_90: ran" in third
+    third = stage_states(capsys.readouterr().out)
+    assert third == {"depth": "cached", "mesh": "cached", **{f"{s}_30": "cached" for s in PER_CAM_STAGES},
+                     **{f"{s}_90": "ran" for s in PER_CAM_STAGES}}
+    assert stamps["preview_30.gif"] == (out / "preview_30.gif").stat().st_mtime_ns
+    assert (out / "trajectory_90.png").is_file() and (out / "preview_90.gif").is_file()
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_outputs_to_look_at_match_the_stages(tiny_inputs, tmp_path):
+    """mesh.glb is frame 0's DW-Mesh, the gif shows the output video, the trajectory PNG marks frame 0."""
+    import av
+    import trimesh
+
+    from ex4d.io.trajectory_plot import FIRST_CAMERA_COLOR
+    from ex4d.io.video import load_video
+
+    video, depth, _, depth_arr = tiny_inputs
+    out = tmp_path / "out"
+    assert main(run_args(video, depth, out, "--cam", "30", "--fill", "none")) == 0
+
+    mesh = trimesh.load(out / "mesh.glb", process=False, force="mesh")
+    vertices = np.asarray(mesh.vertices).reshape(64, 64, 3) * np.array([1, -1, -1])  # glTF -> OpenCV axes
+    # Inner pixels: the pixel centre unprojected with the default f = 500 px (the border is the far wall).
+    v, u = np.mgrid[0:64, 0:64] + 0.5
+    z = depth_arr[0]
+    expected = np.stack([(u - 32) / 500 * z, (v - 32) / 500 * z, z], -1)
+    assert np.allclose(vertices[1:-1, 1:-1], expected[1:-1, 1:-1], atol=1e-4)
+    assert np.allclose(vertices[0, :, 2], 100.0)
+
+    with av.open(str(out / "preview_30.gif")) as container:
+        gif = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    # 12 fps source: every frame kept; a 2×2 grid of 64-px panels (captions 11 px, rows padded to even heights).
+    assert gif.shape == (9, 2 * 76, 64 + 4 + 64, 3)
+    output = load_video(out / "output_30.mp4", num_frames=None).frames
+    quadrant = gif[:, 76 + 11:76 + 11 + 64, 68:132].astype(int)
+    assert np.abs(quadrant - output).mean() < 4
+
+    with av.open(str(out / "trajectory_30.png")) as container:
+        png = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert (png == FIRST_CAMERA_COLOR).all(-1).sum() > 20 and len(np.unique(png.reshape(-1, 3), axis=0)) > 20
+
+
+def test_interrupted_stages_leave_no_partial_file_and_resume(tiny_inputs, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while a stage writes: no temporary or half-written file stays; the rerun redoes that stage only."""
+    import ex4d.run as run_module
+    from ex4d.io.atomic import atomic_path
+
+    video, depth, _, _ = tiny_inputs
+    out = tmp_path / "out"
+    args = run_args(video, depth, out, "--cam", "30", "--cam", "60", "--fill", "none")
+
+    # 1. Killed while camera 60's render cache is being written (its mp4s are already there).
+    real_save_npz = run_module.save_npz_atomic
+
+    def killed_npz(path, **arrays):
+        if path.name != "render_60.npz":
+            return real_save_npz(path, **arrays)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"half an archive")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "save_npz_atomic", killed_npz)
+    assert main(args) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not list(out.rglob("*.tmp*")) and not (out / "cache" / "render_60.npz").exists()
+    assert not (out / "recon_60.json").exists() and (out / "output_30.mp4").is_file()
+    monkeypatch.undo()
+
+    # 2. The rerun renders camera 60 again, then is killed half-way through writing its preview gif.
+    import ex4d.io.preview as preview_module
+
+    real_quantize = preview_module.quantize
+    partial = []
+
+    def killed_quantize(frames, palette):
+        for i, indices in enumerate(real_quantize(frames, palette)):
+            if i == 4:
+                partial.extend(out.glob(".preview_60.tmp-*.gif"))  # 4 frames written (maybe still buffered)
+                raise KeyboardInterrupt
+            yield indices
+
+    monkeypatch.setattr(preview_module, "quantize", killed_quantize)
+    assert main(args) == 130
+    states = stage_states(capsys.readouterr().out)
+    assert partial, "the interruption did not hit a half-written file"
+    assert not list(out.rglob("*.tmp*")) and not (out / "preview_60.gif").exists()
+    assert not (out / "preview_60.json").exists() and (out / "recon_60.json").is_file()
+    assert (out / "fill_60.json").is_file()
+    monkeypatch.undo()
+
+    # 3. Finished stages are reused; only the interrupted one runs.
+    assert main(args) == 0
+    states = stage_states(capsys.readouterr().out)
+    assert states == {"depth": "cached", "mesh": "cached", **{f"{s}_30": "cached" for s in PER_CAM_STAGES},
+                      **{f"{s}_60": "cached" for s in PER_CAM_STAGES[:-1]}, "preview_60": "ran"}
+    assert (out / "preview_60.gif").is_file()
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_summary_json_and_progress(tiny_inputs, tmp_path, capsys):
+    video, depth, _, _ = tiny_inputs
+    out, summary = tmp_path / "out", tmp_path / "s.json"
+    args = [a for a in run_args(video, depth, out, "--cam", "30", "--fill", "none") if a != "--quiet"]
+    assert main(args + ["--summary-json", str(summary)]) == 0
+    assert "DW-Mesh + render" in capsys.readouterr().err  # without --quiet: progress bars on stderr
+    data = json.loads(summary.read_text())
+    assert (data["total"], data["ok"], data["failed"]) == (1, 1, 0)
+    item = data["items"][0]
+    assert item["status"] == "ok" and item["cams"] == ["30"] and item["stages"]["fill_30"] == "ran"
+    assert {k: Path(v).name for k, v in item["files"]["30"].items()} == {
+        "color": "color_30.mp4", "mask": "mask_30.mp4", "camera": "camera_30.npz", "trajectory": "trajectory_30.png",
+        "output": "output_30.mp4", "preview_mp4": "preview_30.mp4", "preview_gif": "preview_30.gif"}
+    assert all(Path(v).is_file() for v in item["files"]["30"].values())
+    assert not (out / "summary.json").exists()  # a single run writes only where asked
+
+    # A failed run still leaves its summary (and fails with exit 2, one line).
+    assert main(run_args(video, depth, out, "--cam", "nosuchpreset", "--summary-json", str(summary))) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    data = json.loads(summary.read_text())
+    assert data["failed"] == 1 and "nosuchpreset" in data["items"][0]["error"]
 
 
 def test_run_bad_input_is_one_line(tmp_path, capsys):
