@@ -258,7 +258,9 @@ def test_cli_prepare(clips, tmp_path, capsys):
     assert main(args) == 0
     assert "0 clips prepared, 2 already there" in capsys.readouterr().out
     assert main([*args, "--mask-kinds", "paint"]) == 2
-    assert "unknown mask kind 'paint'" in capsys.readouterr().err
+    assert "--mask-kinds: unknown mask kind 'paint'" in capsys.readouterr().err
+    assert main([*args, "--videos", str(tmp_path / "nowhere")]) == 2
+    assert "--videos:" in capsys.readouterr().err
 
 
 def test_cli_prepare_reports_a_clip_without_depth(clips, tmp_path, capsys):

@@ -340,7 +340,7 @@ def process_clip(clip: Clip, output_dir: str | os.PathLike, settings: PairSettin
             os.replace(tmp, final)
     except Exception as exc:  # a bad clip must not stop the others
         shutil.rmtree(tmp, ignore_errors=True)
-        message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        message = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
         return ClipOutcome(clip.name, "failed", " ".join(message.split()), time.perf_counter() - start)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -415,8 +415,9 @@ def build_pairs(videos: str | os.PathLike | list[Clip], output_dir: str | os.Pat
     else:
         ctx = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                                    initargs=(threads,)) as pool:
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                                      initargs=(threads,))
+        try:
             futures = {pool.submit(process_clip, clip, out, settings): clip for clip in clips}
             for future in concurrent.futures.as_completed(futures):
                 try:
@@ -424,6 +425,10 @@ def build_pairs(videos: str | os.PathLike | list[Clip], output_dir: str | os.Pat
                 except Exception as exc:  # the worker process itself died
                     outcomes.append(ClipOutcome(futures[future].name, "failed", f"{type(exc).__name__}: {exc}"))
                 bar.update()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: no new clips; started ones clean up
+            raise
+        pool.shutdown(wait=True)
     bar.close()
     order = {c.name: i for i, c in enumerate(clips)}
     outcomes.sort(key=lambda o: order[o.name])

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ex4d.depth.cli import add_depth_backend_arguments, backend_options_from_args
-from ex4d.errors import InputError
+from ex4d.errors import InputError, about
 from ex4d.utils.argtypes import positive_int
 
 __all__ = ["add_prepare_parser", "run_prepare"]
@@ -62,17 +62,23 @@ def _depth_options(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """``ex4d prepare``; exit status 0, or 1 when some clips failed (each reported on stderr)."""
-    from ex4d.train.pairs import PairSettings, build_pairs, parse_mask_kinds, parse_trajectories
+    from ex4d.train.pairs import PairSettings, build_pairs, find_clips, parse_mask_kinds, parse_trajectories
 
     depth_options, file_options = _depth_options(args)
+    with about("trajectories"):
+        trajectories = parse_trajectories(args.trajectories)
+    with about("mask_kinds"):
+        mask_kinds = parse_mask_kinds(args.mask_kinds)
     settings = PairSettings(
-        trajectories=parse_trajectories(args.trajectories), random_sign=not args.fixed_sign,
+        trajectories=trajectories, random_sign=not args.fixed_sign,
         num_frames=args.num_frames, height=args.height, width=args.width,
-        mask_kinds=parse_mask_kinds(args.mask_kinds), seed=args.seed, depth_backend=args.depth_backend,
+        mask_kinds=mask_kinds, seed=args.seed, depth_backend=args.depth_backend,
         depth_options=depth_options, depth_file_options=file_options,
         intrinsics={"intrinsics": args.intrinsics_policy, "focal_px": args.focal, "fov_deg": args.fov},
         save_frames=args.save_frames, device=args.device, batch_size=args.batch_size)
-    result = build_pairs(args.videos, args.output_dir, settings, workers=args.workers, progress=not args.quiet)
+    with about("videos"):
+        clips = find_clips(args.videos)
+    result = build_pairs(clips, args.output_dir, settings, workers=args.workers, progress=not args.quiet)
     for name, message in result.failed.items():
         print(f"ex4d prepare: {name}: {message}", file=sys.stderr)
     done, skipped, failed = (len(result.names(s)) for s in ("done", "skipped", "failed"))
