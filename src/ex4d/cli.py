@@ -177,6 +177,18 @@ def _add_generate(sub) -> None:
                    help="default: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write the exact output frames to <output>.npz (key 'frames')")
+    g = p.add_argument_group("speed (see docs/generation.md)")
+    g.add_argument("--speed", choices=("quality", "eager"), default="quality",
+                   help="quality (default): batched CFG, fused LoRA, best attention, torch.compile on CUDA, same "
+                        "output within bf16 rounding; eager: the reference's plain order (a baseline)")
+    g.add_argument("--attention", default="auto", help="DiT attention backend (auto, native, _native_cudnn, flash, ...)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the DiT blocks (default: on with --speed quality on CUDA)")
+    g.add_argument("--cache", default=None,
+                   help="approximate fast mode: fbc[:threshold] (FirstBlockCache) or taylorseer[:interval]")
+    g.add_argument("--parallel", type=positive_int, default=1,
+                   help="GPUs sharing one video (context parallelism); launch with torchrun --nproc-per-node N")
+    g.add_argument("--parallel-mode", choices=("ulysses", "ring"), default="ulysses")
     p.set_defaults(func=_run_generate)
 
 
@@ -188,6 +200,7 @@ def _run_generate(args) -> int:
     try:
         from ex4d.inpaint.generate import generate
         from ex4d.inpaint.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
+        from ex4d.inpaint.speed import SpeedSettings
         from ex4d.inpaint.weights import resolve_ex4d_ckpt, resolve_wan_dir
     except ImportError as exc:
         raise InputError(f"generation needs the diffusion extra: pip install 'ex4d[diffusion]' ({exc})") from None
@@ -210,7 +223,9 @@ def _run_generate(args) -> int:
              mask_erode=args.mask_erode, prompt=DEFAULT_PROMPT if args.prompt is None else args.prompt,
              negative_prompt=DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt,
              fps=args.fps, npz=output.with_suffix(".npz") if args.save_arrays else None, device=device,
-             torch_dtype=dtype, offload=args.offload, fp8=args.fp8, group_offload_type=args.group_offload_type)
+             torch_dtype=dtype, offload=args.offload, fp8=args.fp8, group_offload_type=args.group_offload_type,
+             speed=SpeedSettings(mode=args.speed, attention=args.attention, compile=args.compile, cache=args.cache),
+             parallel=args.parallel, parallel_mode=args.parallel_mode)
     print(output)
     return 0
 
@@ -339,10 +354,15 @@ def _flag_for_input_error(args, exc: InputError) -> str | None:
     if exc.argument is not None:
         dest = exc.argument
         return _FLAG_OF.get(dest) or ("--" + dest.replace("_", "-") if hasattr(args, dest) else None)
-    # Unattributed: the argument whose path the message starts with (readers put the path first).
+    # Unattributed: the argument whose path the message starts with (readers put the path first),
+    # else one whose value the message quotes (e.g. "unknown preset 'spin'").
     message = exc.message
     hits = [(message.find(str(path)), -len(str(path)), flag) for flag, path in _path_args(args) if str(path) in message]
-    return min(hits)[2] if hits else None
+    if hits:
+        return min(hits)[2]
+    quoted = [("--" + dest.replace("_", "-")) for dest, value in vars(args).items()
+              if isinstance(value, str) and dest != "command" and f"'{value}'" in message]
+    return quoted[0] if len(quoted) == 1 else None
 
 
 def _flag_for_os_error(args, exc: OSError) -> str | None:

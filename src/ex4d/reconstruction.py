@@ -226,11 +226,21 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
     return ReconResult(color, mask, depth_out, trajectory, target_K, source_K, video.fps, video, mesh0)
 
 
+def _check_output_size(height: int, width: int) -> None:
+    # The working size is the depth maps'; the output videos (H.264 yuv420p) need it even and at least 2×2.
+    if height < 2 or width < 2:
+        raise InputError(f"expected depth maps of at least 2×2, found {height}×{width}")
+    if height % 2 or width % 2:
+        raise InputError(f"expected even height and width for the H.264 outputs, found depth maps of "
+                         f"{height}×{width}; crop or resize the depth maps by one pixel")
+
+
 def _load_matching(path, num_frames, depth_size, height, width) -> Video:
     with about("input_video"):
         info = probe_video(path)
     with about("depth"):
         size = _working_size((info["height"], info["width"]), tuple(int(s) for s in depth_size), height, width)
+        _check_output_size(*size)
     with about("input_video"):
         return load_video(path, num_frames=num_frames, height=size[0], width=size[1])
 
@@ -255,11 +265,8 @@ def write_recon_outputs(result: ReconResult, output_dir: str | Path, name: str, 
     atomically. Returns the written paths."""
     from ex4d.mesh.export import export_mesh
 
-    H, W = result.color.shape[1:3]
-    if H % 2 or W % 2:
-        # Checked before anything is written: H.264 yuv420p (every output video) needs even sizes.
-        raise InputError(f"expected even height and width for the H.264 outputs, found depth maps of {H}×{W}; "
-                         "crop or resize the depth maps by one pixel", argument="depth")
+    with about("depth"):
+        _check_output_size(*result.color.shape[1:3])  # before anything is written
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     K = result.K[0] if np.allclose(result.K, result.K[:1]) else result.K

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ex4d.errors import InputError
+from ex4d.errors import InputError, about
 
 #: Added to the nearest frame-0 depth to get the orbit radius (spec §5.1).
 RADIUS_MARGIN = 0.15
@@ -203,6 +203,8 @@ def _parse_params(text: str, allowed: tuple[str, ...], preset: str) -> dict[str,
             params[key] = float(value)
         except ValueError:
             raise InputError(f"preset '{preset}': parameter {key}='{value}' is not a number") from None
+        if not math.isfinite(params[key]):
+            raise InputError(f"preset '{preset}': expected a finite number for {key}, found {value}")
     return params
 
 
@@ -223,6 +225,12 @@ def make_trajectory(spec: str, num_frames: int, radius: float, reference_rounds:
     Raises:
         InputError: unknown preset or malformed parameters.
     """
+    # Every caller takes the preset as its "cam" argument (--cam on the command line).
+    with about("cam"):
+        return _make_trajectory(spec, num_frames, radius, reference_rounds)
+
+
+def _make_trajectory(spec: str, num_frames: int, radius: float, reference_rounds: bool) -> Trajectory:
     if num_frames < 1:
         raise InputError(f"a trajectory needs at least 1 frame, got {num_frames}")
     name, _, param_text = spec.strip().partition(":")
@@ -240,4 +248,8 @@ def make_trajectory(spec: str, num_frames: int, radius: float, reference_rounds:
             f"unknown camera preset '{spec}'; choose an integer angle, {', '.join(available_presets()[3:])}, "
             "or a trajectory file (.json/.npz)"
         )
-    return Trajectory(w2c=w2c.astype(np.float64), name=name)
+    w2c = w2c.astype(np.float64)
+    if not np.isfinite(w2c).all():  # e.g. radius=1e308: the path overflows
+        raise InputError(f"preset '{spec}' with radius {radius:g} gives non-finite cameras; expected a moderate "
+                         "radius (the scene's depth scale)")
+    return Trajectory(w2c=w2c, name=name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -59,7 +60,11 @@ def read_ex4d_ckpt(path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file")
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle (protocol 4/5) makes torch warn before refusing it; the refusal is the message.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            # weights_only=True: only tensors and plain containers are rebuilt; a pickled call is refused, not run.
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad input
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -211,20 +216,27 @@ def _apply(pipe, lora: Mapping, alpha: float | None, encoder_sd: Mapping | None)
         pipe.register_modules(condition_encoder=enc)
 
 
-def load_adapter(pipe, path) -> None:
-    """Apply ``ex4d.ckpt`` (any non-folder, non-safetensors file) or our adapter folder to ``pipe``."""
+def _read_adapter_weights(path) -> tuple[dict, dict, float | None]:
+    """``(lora, encoder state dict, alpha)`` of ``ex4d.ckpt`` (any non-folder, non-safetensors file) or our folder."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such adapter file or folder (ex4d.ckpt or an ex4d adapter folder)")
     if path.is_dir() or path.suffix == ".safetensors":
         lora, encoder, config = read_adapter(path)
-        alpha = (config.get("lora") or {}).get("alpha")
-        _apply(pipe, lora, alpha, encoder)
-    else:
-        lora, encoder = split_ex4d_state_dict(read_ex4d_ckpt(path), str(path))
-        _apply(pipe, lora, None, encoder)
-    n_lora = sum(2 for _ in lora)
-    logger.info("loaded %d LoRA tensors and %d condition-encoder tensors from %s", n_lora, len(encoder), path)
+        return lora, encoder, (config.get("lora") or {}).get("alpha")
+    lora, encoder = split_ex4d_state_dict(read_ex4d_ckpt(path), str(path))
+    return lora, encoder, None
+
+
+def _apply_adapter(pipe, weights: tuple[dict, dict, float | None], path) -> None:
+    lora, encoder, alpha = weights
+    _apply(pipe, lora, alpha, encoder)
+    logger.info("loaded %d LoRA tensors and %d condition-encoder tensors from %s", 2 * len(lora), len(encoder), path)
+
+
+def load_adapter(pipe, path) -> None:
+    """Apply ``ex4d.ckpt`` (any non-folder, non-safetensors file) or our adapter folder to ``pipe``."""
+    _apply_adapter(pipe, _read_adapter_weights(path), path)
 
 
 def save_pipeline_adapter(pipe, path) -> Path:
@@ -271,11 +283,16 @@ def load_pipeline(
     (:class:`Ex4dFlowMatchScheduler` with ``shift``). The VAE is kept in float32 as diffusers' Wan examples do;
     other models take ``torch_dtype`` (default float32 for the original layout).
     """
-    with about("model_dir"):
-        pipe = _load_base(base, torch_dtype, shift)
+    # The adapter file is read and checked first: a broken ex4d.ckpt is reported before the (slow) base loads.
+    weights = None
     if adapter is not None:
         with about("adapter"):
-            load_adapter(pipe, adapter)
+            weights = _read_adapter_weights(adapter)
+    with about("model_dir"):
+        pipe = _load_base(base, torch_dtype, shift)
+    if weights is not None:
+        with about("adapter"):
+            _apply_adapter(pipe, weights, adapter)
     if device is not None:
         pipe.to(device)
     return pipe
