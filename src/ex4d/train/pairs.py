@@ -393,6 +393,8 @@ def build_pairs(videos: str | os.PathLike | list[Clip], output_dir: str | os.Pat
     clips = find_clips(videos) if not isinstance(videos, list) else videos
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
+    if settings.height % 2 or settings.width % 2 or min(settings.height, settings.width) < 2:
+        raise InputError(f"height and width must be even (H.264 yuv420p), got {settings.height}×{settings.width}")
     if any(k in ("track", "both") and w > 0 for k, w in settings.mask_kinds):
         from ex4d.train.masks import require_cv2
 

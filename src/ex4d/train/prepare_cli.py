@@ -40,7 +40,8 @@ def add_prepare_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--width", type=positive_int, default=512, help="working width (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-clip random choices (default 0)")
     p.add_argument("--save-frames", action="store_true", help="also store the exact frames in pair.npz")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda; meshes, renders "
+                   "and the depth model run there (default auto)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="frames meshed and rendered together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_depth_backend_arguments(p, "--depth-backend", default="depthcrafter")
