@@ -13,7 +13,6 @@ from ex4d.io.trajectory_file import load_trajectory
 from ex4d.reconstruction import recon
 from ex4d.ui import actions
 from ex4d.ui.actions import PathDesign
-from ex4d.ui.plot import top_view
 
 
 def _centres(w2c):
@@ -113,17 +112,20 @@ def test_preview_frames_equal_those_of_the_full_render(clip):
     assert actions.preview_indices(49, 8)[0] == 0 and actions.preview_indices(49, 8)[-1] == 48
 
 
-def test_path_picture_shows_a_forward_dolly_moving_up(clip):
-    from ex4d.geometry.trajectory import dolly
+def test_path_picture_follows_the_path(clip):
+    from PIL import Image
 
-    w2c = dolly(9, clip.radius, distance=2.0)
-    img = top_view(clip.frames[0], clip.depth[0], clip.K, w2c, size=200)
-    assert img.shape == (200, 200, 3)
-    white = np.argwhere((img == 255).all(-1))
-    start_row = white[:, 0].mean()  # the source camera's white dot
-    red = np.argwhere((img[..., 0] == 255) & (img[..., 1] == 0))  # the last camera
-    assert len(white) and len(red) and red[:, 0].mean() < start_row - 10
-    assert abs(red[:, 1].mean() - white[:, 1].mean()) < 3  # straight ahead: same column
+    from ex4d.io.trajectory_plot import trajectory_image
+    from ex4d.geometry.conventions import unproject_depth
+
+    orbit = actions.build_trajectory(clip, PathDesign("orbit", angle=30))
+    pan = actions.build_trajectory(clip, PathDesign("pan", angle=30))
+    a, b = actions.plot_path(clip, orbit), actions.plot_path(clip, pan)
+    assert a != b and a.parent == b.parent == clip.folder / "preview"
+    points = unproject_depth(torch.from_numpy(clip.depth[0]), torch.from_numpy(clip.K)).numpy().reshape(-1, 3)
+    # The picture is the plot module's drawing of this path over frame 0's points.
+    expected = trajectory_image(orbit.w2c, points, clip.frames[0].reshape(-1, 3))
+    np.testing.assert_array_equal(np.asarray(Image.open(a).convert("RGB")), expected)
 
 
 def test_mesh_glb_is_frame_zero_in_gltf_axes(clip):

@@ -203,13 +203,17 @@ def _save_png(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-def plot_path(clip: Clip, trajectory: Trajectory, size: int = 360) -> Path:
-    """A top view (x right, depth z upwards) of frame 0's points and the camera path, as a PNG."""
-    from ex4d.ui.plot import top_view
+def plot_path(clip: Clip, trajectory: Trajectory) -> Path:
+    """Top and side views of frame 0's points and the camera path (``ex4d.io.trajectory_plot``), as a PNG."""
+    import torch
 
-    path = clip.folder / "preview" / f"path-{trajectory.name}.png"
+    from ex4d.geometry.conventions import unproject_depth
+    from ex4d.io.trajectory_plot import save_trajectory_plot
+
+    path = clip.folder / "preview" / f"plot-{trajectory.name}.png"
     if not path.is_file():
-        _save_png(path, top_view(clip.frames[0], clip.depth[0], clip.K, trajectory.w2c, size=size))
+        points = unproject_depth(torch.from_numpy(clip.depth[0]), torch.from_numpy(clip.K)).numpy()
+        save_trajectory_plot(path, trajectory.w2c, points, clip.frames[0])
     return path
 
 

@@ -40,7 +40,7 @@ def _page_error(exc: BaseException):
     if not isinstance(exc, InputError):
         log.exception("ex4d ui: callback failed")
     # gr.Error renders HTML: escape, so that a file name cannot inject markup.
-    return gr.Error(html.escape(readable(exc)), print_exception=False)
+    return gr.Error(html.escape(readable(exc), quote=False), print_exception=False)
 
 
 class Callbacks:
@@ -77,7 +77,9 @@ class Callbacks:
             numbers = [float(v) for v in (angle, elevation, radius, zoom)]
         except (TypeError, ValueError):
             raise InputError("angle, elevation, radius and zoom must be numbers") from None
-        return actions.PathDesign(preset, *numbers, keyframes=rows, imported=imported or None)
+        # Only an imported file inside the work dir is ever read.
+        return actions.PathDesign(preset, *numbers, keyframes=rows,
+                                  imported=str(self.ws.inside(imported)) if imported else None)
 
     def _guard(self, fn, *args):
         try:
