@@ -267,11 +267,35 @@ def test_cli_prepare_reports_a_clip_without_depth(clips, tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "nodepth.mp4").write_bytes((clips / "alpha.mp4").read_bytes())
-    code = main(["prepare", "--videos", str(videos), "--output-dir", str(tmp_path / "data"), "--num-frames", str(T),
-                 "--height", str(H), "--width", str(W), "--quiet", "--depth-backend", "file"])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "ex4d prepare: nodepth: no depth file nodepth.npz" in err
+    args = ["prepare", "--videos", str(videos), "--output-dir", str(tmp_path / "data"), "--num-frames", str(T),
+            "--height", str(H), "--width", str(W), "--quiet", "--depth-backend", "file"]
+    assert main([*args, "--mask-kinds", "render"]) == 1
+    assert "ex4d prepare: nodepth: no depth file nodepth.npz" in capsys.readouterr().err
+    # Tracking masks with random blobs need no depth at all.
+    assert main([*args, "--mask-kinds", "track"]) == 0
+    meta = json.loads((tmp_path / "data" / "nodepth" / "meta.json").read_text())
+    assert meta["depth_source"] is None and meta["trajectory"] is None and meta["hole"]["kind"] == "ellipses"
+    assert set(_read(tmp_path / "data" / "nodepth" / "pair.npz")) == {"mask"}
+
+
+def test_tracking_hole_from_a_rendering_mask(tmp_path):
+    """In a static scene the flow is zero, so the carried hole is the rendering mask's hidden region of frame k."""
+    videos = tmp_path / "videos"
+    K = default_intrinsics(H, W)
+    out = render_scene_video(make_scene(seed=5, num_objects=3, moving=False), torch.eye(4).expand(T, 4, 4), K, H, W)
+    save_video(videos / "still.mp4", out["frames"].numpy(), fps=10)
+    np.savez(videos / "still.npz", depth=out["depth"].numpy(), intrinsics=K.numpy())
+    settings = PairSettings(**SMALL, mask_kinds=(("track", 1.0),), track_hole="render")
+    assert build_pairs(videos, tmp_path / "data", settings, progress=False).names("done") == ["still"]
+    meta = json.loads((tmp_path / "data" / "still" / "meta.json").read_text())
+    arrays = _read(tmp_path / "data" / "still" / "pair.npz")
+    k = meta["hole"]["frame"]
+    assert meta["hole"]["kind"] == "render" and 1 <= k < T
+    expected = ~rendering_mask(out["depth"].numpy(), K.numpy(), arrays["w2c"])[k]
+    assert arrays["mask"][0].all()
+    for t in range(1, T):
+        hidden = ~arrays["mask"][t]
+        assert (hidden & expected).sum() / (hidden | expected).sum() > 0.9, t
 
 
 def test_missing_opencv_says_what_to_install(clips, tmp_path, monkeypatch):

@@ -36,6 +36,8 @@ __all__ = ["ClipOutcome", "MASK_KINDS", "PairSettings", "PrepareResult", "build_
 MASK_KINDS = ("render", "track", "both")
 #: Default weights of the kinds when none are given (``render,track`` -> 70 % / 30 %).
 DEFAULT_KIND_WEIGHTS = {"render": 0.7, "track": 0.3, "both": 0.3}
+#: What a tracking mask's hole is made of (see :attr:`PairSettings.track_hole`).
+TRACK_HOLES = ("blobs", "render")
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif"})
 PAIR_FILES = ("target.mp4", "cond.mp4", "mask.mp4", "pair.npz", "meta.json")
 INDEX_NAME = "index.jsonl"
@@ -67,6 +69,9 @@ class PairSettings:
     """Options for reading the ``<stem>.npz`` files (``units``, ``scale``)."""
     intrinsics: dict = field(default_factory=lambda: {"intrinsics": "auto"})
     """Intrinsics policy passed to :func:`ex4d.depth.api.estimate_depth` (``intrinsics``, ``focal_px``, ...)."""
+    track_hole: str = "blobs"
+    """What a tracking mask carries along the flow: ``blobs`` (random ellipses) or ``render`` (the hidden region of
+    the rendering mask of a random frame: a disocclusion's shape; needs depth)."""
     save_frames: bool = False
     """Also store the exact frames in ``pair.npz`` (``frames``), since H.264 is lossy."""
     device: str = "cpu"
@@ -243,8 +248,9 @@ def make_pair(clip: Clip, settings: PairSettings) -> tuple[dict, dict]:
     """Compute one clip's pair.
 
     Returns:
-        ``(arrays, meta)``: ``arrays`` holds ``frames`` (T, H, W, 3) uint8, ``mask`` (T, H, W) bool (True = kept),
-        ``K`` (T, 3, 3) float32 and, with a rendering mask, ``w2c`` (T, 4, 4) float32; ``meta`` is JSON-ready.
+        ``(arrays, meta)``: ``arrays`` holds ``frames`` (T, H, W, 3) uint8 and ``mask`` (T, H, W) bool (True = kept);
+        where depth was needed (rendering masks, ``track_hole="render"``) also ``K`` (T, 3, 3) float32 and ``w2c``
+        (T, 4, 4) float32, the novel cameras. ``meta`` is JSON-ready.
 
     Raises:
         InputError: unreadable clip, too few frames, bad depth.
@@ -255,35 +261,47 @@ def make_pair(clip: Clip, settings: PairSettings) -> tuple[dict, dict]:
     from ex4d.train.masks import random_hole, rendering_mask, tracking_mask
     from ex4d.utils.device import resolve_device
 
+    # Every draw happens whatever the kind, so that one clip's choices never depend on another setting's outcome.
     rng = clip_rng(settings.seed, clip.name)
-    kinds = [k for k, _ in settings.mask_kinds]
-    kind = kinds[int(rng.choice(len(kinds), p=np.array([w for _, w in settings.mask_kinds]) / sum(
-        w for _, w in settings.mask_kinds)))]
+    weights = np.array([w for _, w in settings.mask_kinds], np.float64)
+    kind = settings.mask_kinds[int(rng.choice(len(weights), p=weights / weights.sum()))][0]
     spec = _signed(settings.trajectories[int(rng.integers(len(settings.trajectories)))], rng, settings.random_sign)
     hole_rng = np.random.default_rng(rng.integers(0, 2**63))
+    hole_frame_u = rng.uniform()
 
     video = load_video(clip.video, num_frames=settings.num_frames, height=settings.height, width=settings.width)
     frames = video.frames
     T, H, W = frames.shape[:3]
     mask = np.ones((T, H, W), bool)
     arrays: dict = {}
-    meta: dict = {"mask_kind": kind, "trajectory": None, "hole": None}
-    depth = _clip_depth(clip, video, settings)
-    K = np.asarray(depth.intrinsics, np.float32)
-    if kind in ("render", "both"):
+    meta: dict = {"mask_kind": kind, "trajectory": None, "hole": None, "depth_source": None}
+    tracks = kind in ("track", "both")
+    render_mask = None
+    if kind in ("render", "both") or (tracks and settings.track_hole == "render"):
+        depth = _clip_depth(clip, video, settings)  # only here: a depth model is the slowest step by far
+        K = np.asarray(depth.intrinsics, np.float32)
         radius = reference_radius(depth.depth[0], MeshSettings().border_depth)
         trajectory = make_trajectory(spec, T, radius)
-        mask &= rendering_mask(depth.depth, K, trajectory.w2c, device=resolve_device(settings.device),
-                               batch_size=settings.batch_size)
-        arrays["w2c"] = trajectory.w2c.astype(np.float32)
-        meta["trajectory"] = {"spec": spec, "name": trajectory.name, "radius": radius}
-    if kind in ("track", "both"):
-        hole = random_hole(H, W, hole_rng)
+        render_mask = rendering_mask(depth.depth, K, trajectory.w2c, device=resolve_device(settings.device),
+                                     batch_size=settings.batch_size)
+        arrays.update(K=K, w2c=trajectory.w2c.astype(np.float32))
+        meta.update(trajectory={"spec": spec, "name": trajectory.name, "radius": radius},
+                    depth_source=clip.depth_source(settings), depth_kind=depth.kind)
+    if kind in ("render", "both"):
+        mask &= render_mask
+    if tracks:
+        hole, hole_meta = None, {"kind": "ellipses"}
+        if settings.track_hole == "render" and T > 1:
+            # The shape of a real disocclusion: what the novel camera of a random frame k cannot see.
+            k = 1 + min(int(hole_frame_u * (T - 1)), T - 2)
+            if not render_mask[k].all():
+                hole, hole_meta = ~render_mask[k], {"kind": "render", "frame": k}
+        if hole is None:
+            hole = random_hole(H, W, hole_rng)
         mask &= tracking_mask(frames, hole)
-        meta["hole"] = {"kind": "ellipses", "area_fraction": round(float(hole.mean()), 6)}
-    arrays.update(frames=frames, mask=mask, K=K)
-    meta.update(num_frames=T, height=H, width=W, fps=video.fps, kept_fraction=round(float(mask.mean()), 6),
-                depth_source=clip.depth_source(settings), depth_kind=depth.kind)
+        meta["hole"] = {**hole_meta, "area_fraction": round(float(hole.mean()), 6)}
+    arrays.update(frames=frames, mask=mask)
+    meta.update(num_frames=T, height=H, width=W, fps=video.fps, kept_fraction=round(float(mask.mean()), 6))
     return arrays, meta
 
 
@@ -393,6 +411,8 @@ def build_pairs(videos: str | os.PathLike | list[Clip], output_dir: str | os.Pat
     clips = find_clips(videos) if not isinstance(videos, list) else videos
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
+    if settings.track_hole not in TRACK_HOLES:
+        raise InputError(f"track_hole must be one of {', '.join(TRACK_HOLES)}, got {settings.track_hole!r}")
     if settings.height % 2 or settings.width % 2 or min(settings.height, settings.width) < 2:
         raise InputError(f"height and width must be even (H.264 yuv420p), got {settings.height}×{settings.width}")
     if any(k in ("track", "both") and w > 0 for k, w in settings.mask_kinds):

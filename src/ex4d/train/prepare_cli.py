@@ -34,6 +34,9 @@ def add_prepare_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mask-kinds", default="render,track",
                    help="kinds drawn per clip with weights: render, track, both (render ∧ track), e.g. "
                         "render:0.6,track:0.2,both:0.2 (default render,track = 70/30)")
+    p.add_argument("--track-hole", choices=("blobs", "render"), default="blobs",
+                   help="what tracking masks carry along the flow: random ellipses, or the hidden region of a "
+                        "random frame's rendering mask (needs depth; default blobs)")
     p.add_argument("--workers", type=positive_int, default=1, help="clips processed in parallel (processes)")
     p.add_argument("--num-frames", type=positive_int, default=49, help="frames taken from the start (default 49)")
     p.add_argument("--height", type=positive_int, default=512, help="working height (default 512)")
@@ -73,7 +76,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     settings = PairSettings(
         trajectories=trajectories, random_sign=not args.fixed_sign,
         num_frames=args.num_frames, height=args.height, width=args.width,
-        mask_kinds=mask_kinds, seed=args.seed, depth_backend=args.depth_backend,
+        mask_kinds=mask_kinds, track_hole=args.track_hole, seed=args.seed, depth_backend=args.depth_backend,
         depth_options=depth_options, depth_file_options=file_options,
         intrinsics={"intrinsics": args.intrinsics_policy, "focal_px": args.focal, "fov_deg": args.fov},
         save_frames=args.save_frames, device=args.device, batch_size=args.batch_size)
