@@ -230,8 +230,11 @@ def test_two_workers_give_the_same_pairs_as_one(clips, tmp_path):
     for name in ("alpha", "beta"):
         a, b = _read(tmp_path / "one" / name / "pair.npz"), _read(tmp_path / "two" / name / "pair.npz")
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-        assert (tmp_path / "one" / name / "meta.json").read_text() == (tmp_path / "two" / name / "meta.json").read_text()
+        meta_one, meta_two = ((tmp_path / d / name / "meta.json").read_text() for d in ("one", "two"))
+        assert meta_one == meta_two
     assert (tmp_path / "one" / "index.jsonl").read_text() == (tmp_path / "two" / "index.jsonl").read_text()
+    kinds = [json.loads(line)["mask_kind"] for line in (tmp_path / "two" / "index.jsonl").read_text().splitlines()]
+    assert sorted(kinds) == ["render", "track"]  # seed 0 draws one of each: both paths ran in the workers
 
 
 # ------------------------------------------------------------------------------------------------------------

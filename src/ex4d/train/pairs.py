@@ -29,8 +29,8 @@ from ex4d import __version__
 from ex4d.errors import InputError
 from ex4d.io.atomic import atomic_path
 
-__all__ = ["ClipOutcome", "MASK_KINDS", "PairSettings", "PrepareResult", "build_pairs", "find_clips",
-           "parse_mask_kinds", "parse_trajectories"]
+__all__ = ["Clip", "ClipOutcome", "MASK_KINDS", "PairSettings", "PrepareResult", "TRACK_HOLES", "build_pairs",
+           "find_clips", "make_pair", "parse_mask_kinds", "parse_trajectories", "process_clip"]
 
 #: Mask kinds: a rendering mask, a tracking mask, or both combined (a pixel is kept only if both keep it).
 MASK_KINDS = ("render", "track", "both")
