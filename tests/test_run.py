@@ -220,3 +220,23 @@ def test_changing_only_the_fill_reuses_the_cached_render(tiny_inputs, tmp_path, 
     a = load_video(cached / "output_60.mp4", num_frames=None).frames
     b = load_video(fresh / "output_60.mp4", num_frames=None).frames
     assert np.array_equal(a, b)
+
+
+def test_gif_is_downscaled_to_at_most_480_px_and_12_fps(tmp_path):
+    import av
+
+    from ex4d.io.preview import save_gif
+
+    # 8 flat colour blocks of 120 px across a 960-px frame; 25 frames at 30 fps.
+    colours = np.random.default_rng(0).integers(0, 256, (8, 3)).astype(np.uint8)
+    frames = np.repeat(np.repeat(colours[None, None], 96, 1), 120, 2).repeat(25, 0)
+    frames[::2, :8, :8] = 255  # frame-dependent corner, so frames differ
+    save_gif(tmp_path / "p.gif", frames, fps=30.0)
+    with av.open(str(tmp_path / "p.gif")) as container:
+        rate = container.streams.video[0].average_rate
+        gif = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    # Every 3rd frame (30 fps -> 10 fps) at half size; block interiors keep their colour exactly (few colours).
+    assert gif.shape == (9, 48, 480, 3) and rate == 10
+    for i, colour in enumerate(colours):
+        assert (gif[:, 10:40, 60 * i + 5:60 * i + 55] == colour).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gif"]

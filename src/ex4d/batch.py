@@ -160,6 +160,19 @@ def distributed_rank() -> tuple[int, int]:
     return rank, world
 
 
+def rank_device(device: str, world_size: int) -> str:
+    """The device of this process: with several ranks on a CUDA host, ``auto``/``cuda`` become ``cuda:LOCAL_RANK``
+    (torchrun sets ``LOCAL_RANK``), so ranks do not all share the first GPU; anything else is kept."""
+    local = os.environ.get("LOCAL_RANK")
+    if world_size > 1 and local is not None and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(local) % torch.cuda.device_count())  # libraries using the current device
+            return f"cuda:{int(local) % torch.cuda.device_count()}"
+    return device
+
+
 def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cams: list[str] = ("180",),
                  rank: int | None = None, world_size: int | None = None, progress: bool = True,
                  summary_json: str | os.PathLike | None = None, **run_options) -> list[ItemStatus]:
@@ -191,6 +204,7 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
     out = Path(output_dir)
     items = read_manifest(manifest, out, cams)
     mine = shard_items(items, rank, world_size)
+    run_options["device"] = rank_device(run_options.get("device", "auto"), world_size)
     if run_options.get("fill") == "ex4d" and run_options.get("pipe") is None:
         run_options["pipe"] = LazyPipeline(run_options.get("generate_options"), run_options.get("device", "auto"),
                                            progress)

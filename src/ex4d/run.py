@@ -314,7 +314,7 @@ def _load_recon_cache(path: Path, video, name: str):
 
 def _write_previews(mp4: Path, gif: Path, video, color: np.ndarray, mask: np.ndarray, output: Path) -> None:
     """``mp4``: input | render | mask | output in a row at 15 fps; ``gif``: the same as a 2×2 grid, small."""
-    from ex4d.io.preview import save_gif, side_by_side, stack_rows
+    from ex4d.io.preview import save_grid_gif, side_by_side
     from ex4d.io.video import load_video, save_video
 
     source = video.frames
@@ -323,5 +323,4 @@ def _write_previews(mp4: Path, gif: Path, video, color: np.ndarray, mask: np.nda
     panels = [source[:n], color[:n], mask[:n], filled[:n]]
     labels = ["input", "render", "mask", "output"]
     save_video(mp4, side_by_side(panels, labels), fps=15.0)
-    grid = stack_rows([side_by_side(panels[:2], labels[:2]), side_by_side(panels[2:], labels[2:])])
-    save_gif(gif, grid, fps=video.fps)
+    save_grid_gif(gif, panels, labels, fps=video.fps)

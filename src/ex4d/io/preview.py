@@ -196,3 +196,24 @@ def save_gif(path: str | os.PathLike, frames: np.ndarray, fps: float, max_width:
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
     return Path(path)
+
+
+def save_grid_gif(path: str | os.PathLike, panels: list[np.ndarray], labels: list[str], fps: float,
+                  columns: int = 2, max_width: int = 480, max_fps: float = 12.0) -> Path:
+    """Captioned panels in a grid (``columns`` per row) as a small GIF (see :func:`save_gif`).
+
+    Frames are dropped and panels downscaled before the grid is built, so a long full-size preview costs
+    little. ``panels``: videos (T, H, W, 3) uint8 or (T, H, W) bool/uint8 masks of one size.
+    """
+    step = max(1, math.ceil(fps / max_fps - 1e-9))
+    gap = 4
+    width = max(2, (max_width - gap * (columns - 1)) // columns)
+    small = []
+    for p in panels:
+        p = np.asarray(p)[::step]
+        if p.dtype == bool:
+            p = p.astype(np.uint8) * 255
+        small.append(_downscale(np.repeat(p[..., None], 3, -1) if p.ndim == 3 else p, width))
+    rows = [side_by_side(small[i:i + columns], labels[i:i + columns], gap)
+            for i in range(0, len(small), columns)]
+    return save_gif(path, stack_rows(rows), fps / step, max_width=max_width, max_fps=max_fps)
