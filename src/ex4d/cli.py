@@ -189,6 +189,9 @@ def _add_generate(sub) -> None:
     g.add_argument("--parallel", type=positive_int, default=1,
                    help="GPUs sharing one video (context parallelism); launch with torchrun --nproc-per-node N")
     g.add_argument("--parallel-mode", choices=("ulysses", "ring"), default="ulysses")
+    g.add_argument("--extra-lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="fuse a Wan2.1-I2V-14B LoRA into the DiT (repeatable), e.g. a few-step distilled one "
+                        "with --steps 4 --cfg 1 (approximate)")
     p.set_defaults(func=_run_generate)
 
 
@@ -200,6 +203,7 @@ def _run_generate(args) -> int:
     try:
         from ex4d.inpaint.generate import generate
         from ex4d.inpaint.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
+        from ex4d.inpaint.extra_lora import parse_extra_lora_arg
         from ex4d.inpaint.speed import SpeedSettings
         from ex4d.inpaint.weights import resolve_ex4d_ckpt, resolve_wan_dir
     except ImportError as exc:
@@ -225,7 +229,8 @@ def _run_generate(args) -> int:
              fps=args.fps, npz=output.with_suffix(".npz") if args.save_arrays else None, device=device,
              torch_dtype=dtype, offload=args.offload, fp8=args.fp8, group_offload_type=args.group_offload_type,
              speed=SpeedSettings(mode=args.speed, attention=args.attention, compile=args.compile, cache=args.cache),
-             parallel=args.parallel, parallel_mode=args.parallel_mode)
+             parallel=args.parallel, parallel_mode=args.parallel_mode,
+             extra_loras=[parse_extra_lora_arg(text) for text in args.extra_lora])
     print(output)
     return 0
 

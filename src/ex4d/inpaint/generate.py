@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from ex4d.errors import InputError
 from ex4d.inpaint.memory import GROUP_OFFLOAD_TYPES, OFFLOAD_MODES, configure_memory
 from ex4d.inpaint.preprocess import round_num_frames, round_size
+from ex4d.inpaint.speed import SpeedSettings, configure_speed
 from ex4d.inpaint.prompts import (
     DEFAULT_FPS,
     DEFAULT_GUIDANCE_SCALE,
@@ -53,6 +55,10 @@ def generate(
     fp8: bool = False,
     group_offload_type: str = "block_level",
     cpu_offload: bool = False,
+    speed: SpeedSettings | None = None,
+    parallel: int = 1,
+    parallel_mode: str = "ulysses",
+    extra_loras: list | tuple = (),
 ) -> Path:
     """Complete the DW-Mesh renders ``color_video`` + ``mask_video`` into ``output_video`` (mp4, 15 fps).
 
@@ -73,8 +79,15 @@ def generate(
         fp8: store the DiT's linear weights as float8_e4m3fn, computing in ``torch_dtype`` (layerwise casting;
             the LoRA, norms, embeddings and the patch embedding stay in full precision).
         cpu_offload: deprecated alias of ``offload="model"``.
-        The memory options apply only when ``generate`` loads the pipeline (``pipe`` is None); configure a given
-        pipeline with :func:`ex4d.inpaint.memory.configure_memory`.
+        speed: :class:`ex4d.inpaint.speed.SpeedSettings` (default: quality mode — batched CFG, fused LoRA, the
+            fastest attention backend, torch.compile on CUDA; same outputs within bf16 rounding).
+        parallel: GPUs sharing this video (context parallelism, ``parallel_mode`` ulysses | ring; launch with
+            ``torchrun --nproc-per-node N``; see :mod:`ex4d.inpaint.parallel`). Only rank 0 writes.
+        extra_loras: ``(path, scale)`` pairs of third-party LoRAs fused into the DiT before the EX-4D adapter runs,
+            e.g. a few-step distilled LoRA (then use 4–8 steps and ``guidance_scale=1``); see
+            :mod:`ex4d.inpaint.extra_lora`.
+        The memory and speed options apply only when ``generate`` loads the pipeline (``pipe`` is None); configure
+        a given pipeline with :func:`ex4d.inpaint.memory.configure_memory` and :func:`ex4d.inpaint.speed.configure_speed`.
 
     Returns:
         The path of the written video.
@@ -101,6 +114,15 @@ def generate(
             f"{mask_video}: {mask.num_frames} frames, but {color_video} has {color.num_frames}"
         )
 
+    ctx = None
+    if parallel > 1:
+        from ex4d.inpaint.parallel import init_parallel
+
+        if pipe is not None or offload != "none" or cpu_offload:
+            raise InputError("--parallel: expected --offload none and a pipeline loaded by generate")
+        ctx = init_parallel(parallel, device)
+        device = ctx.device
+
     if pipe is None:
         from ex4d.inpaint.loading import load_pipeline
 
@@ -112,8 +134,21 @@ def generate(
         if torch_dtype is None:
             torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         pipe = load_pipeline(model_dir, adapter, torch_dtype=torch_dtype)
+        if extra_loras:
+            from ex4d.inpaint.extra_lora import fuse_extra_lora
+
+            for lora_path, lora_scale in extra_loras:
+                fuse_extra_lora(pipe.transformer, lora_path, lora_scale)
         configure_memory(pipe, device, offload="model" if cpu_offload and offload == "none" else offload,
                          fp8=fp8, group_offload_type=group_offload_type, compute_dtype=torch_dtype)
+        speed = speed or SpeedSettings()
+        if ctx is not None and speed.compile is None:
+            speed = dataclasses.replace(speed, compile=False)  # compiled blocks + collectives: opt-in only
+        configure_speed(pipe, speed, device)
+        if ctx is not None:
+            from ex4d.inpaint.parallel import enable_context_parallel
+
+            enable_context_parallel(pipe.transformer, ctx, parallel_mode)
 
     frames = pipe(
         color.frames,
@@ -129,7 +164,13 @@ def generate(
         mask_erode=mask_erode,
         output_type="np",
     ).frames
-    out = save_video(output_video, frames, fps=fps)
-    if npz is not None:
-        save_npz_atomic(npz, frames=frames)
+    out = Path(output_video)
+    if ctx is None or ctx.is_main:
+        out = save_video(output_video, frames, fps=fps)
+        if npz is not None:
+            save_npz_atomic(npz, frames=frames)
+    if ctx is not None:
+        from ex4d.inpaint.parallel import shutdown_parallel
+
+        shutdown_parallel(ctx)
     return out

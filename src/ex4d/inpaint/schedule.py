@@ -89,6 +89,7 @@ class Ex4dFlowMatchScheduler(SchedulerMixin, ConfigMixin):
     ):
         self.sigmas = torch.zeros(0)
         self.timesteps = torch.zeros(0)
+        self._timesteps_host = torch.zeros(0)
         self.num_inference_steps = None
         self._step_index = None
         self._begin_index = None
@@ -108,20 +109,22 @@ class Ex4dFlowMatchScheduler(SchedulerMixin, ConfigMixin):
         """σ_0 … σ_{N−1} followed by the terminal 0 in ``self.sigmas``; ``self.timesteps`` = 1000·σ (N values)."""
         c = self.config
         sig = reference_sigmas(num_inference_steps, c.shift, denoising_strength, c.sigma_max, c.sigma_min, c.extra_one_step)
-        self.timesteps = (sig * c.num_train_timesteps).to(device)
+        # A host copy: the step index is found without reading the device (no GPU sync per step).
+        self._timesteps_host = sig * c.num_train_timesteps
+        self.timesteps = self._timesteps_host.to(device)
         self.sigmas = torch.cat([sig, torch.zeros(1)]).to(device)
         self.num_inference_steps = num_inference_steps
         self._step_index = None
 
     def index_for_timestep(self, timestep) -> int:
-        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)[0].to(self.timesteps.device)
-        return int(torch.argmin((self.timesteps - t).abs()))
+        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)[0].cpu()
+        return int(torch.argmin((self._timesteps_host - t).abs()))
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, return_dict: bool = True):
         """x_{i+1} = x_i + v̂·(σ_{i+1} − σ_i), i = argmin |timesteps − t| (as the reference)."""
         i = self.index_for_timestep(timestep)
         sigma, sigma_next = self.sigmas[i].to(sample.device), self.sigmas[i + 1].to(sample.device)
-        prev = sample + model_output.to(sample.dtype) * (sigma_next - sigma).to(sample.dtype)
+        prev = sample + model_output.to(sample.dtype) * (sigma_next - sigma).to(sample.dtype)  # device scalars: no sync
         self._step_index = i + 1
         if not return_dict:
             return (prev,)

@@ -1,0 +1,201 @@
+"""Generation speed modes against the eager baseline, in one process, at the real model sizes with random weights.
+
+Usage (GPU; no weights, no network):
+    python bench/speed.py [--configs eager,quality,fbc,taylorseer,distill4] [--frames 49] [--size 512x512]
+                          [--steps 25] [--offload none|group] [--fp8] [--memory-cap-gib 24] [--json out.jsonl]
+    python bench/speed.py --tiny        # CPU smoke test of the same code path
+
+The pipeline (bench/generate.py's ``build_pipeline``: Wan2.1-I2V-14B sizes, rank-16 LoRA, condition encoder) is
+built once; the configurations then run in this order on it, each timed over one full call (CFG 5, the
+reference's schedule):
+
+    eager       the reference order: two DiT calls per step, LoRA unfused, PyTorch SDPA, no compile (baseline)
+    quality     ex4d's default (ex4d.inpaint.speed): batched CFG, LoRA fused, best attention backend,
+                torch.compile of the DiT blocks (a 2-step warm-up call first, so compile time is reported apart)
+    fbc         quality + FirstBlockCache (threshold --fbc-threshold)           [approximate]
+    taylorseer  quality + TaylorSeer cache (interval --taylorseer-interval)      [approximate]
+    distill4    quality, 4 steps without CFG: the cost of a few-step distilled LoRA fused into the DiT
+                (weights are random here: this measures speed only)            [approximate]
+
+Each row: total_s, encode_s, step_s (median), forward_s (one DiT forward: step_s / 2 with CFG, batched or not),
+decode_s, peak_gib, warmup_s (compile), floor_forward_s (the forward's FLOPs at the card's dense bf16 rate,
+--peak-tflops, default 790 for an H200/H100 SXM at the boost clock), max_abs_diff vs eager and psnr_vs_eager of
+the decoded frames (same seed and inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+try:
+    import ex4d  # noqa: F401
+except ImportError:  # a source checkout without installation
+    sys.path.insert(0, str(HERE.parent / "src"))
+
+
+def _load_generate_bench():
+    spec = importlib.util.spec_from_file_location("ex4d_bench_generate", HERE / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def forward_flops(t: dict, frames: int, height: int, width: int, text_len: int = 512, image_len: int = 257) -> float:
+    """Matmul FLOPs of one DiT forward (batch 1): projections, self/cross attention, FFN, all blocks."""
+    d, f, n = t["num_attention_heads"] * t["attention_head_dim"], t["ffn_dim"], t["num_layers"]
+    tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+    ctx = text_len + image_len
+    per_block = (2 * tokens * d * d * 4          # self-attention q, k, v, o
+                 + 2 * 2 * tokens * tokens * d   # QKᵀ and PV
+                 + 2 * tokens * d * d * 2        # cross-attention q, o
+                 + 2 * ctx * d * d * 2 + 2 * image_len * d * d * 2  # cross k, v (text) + added k, v (image)
+                 + 2 * 2 * tokens * ctx * d      # cross QKᵀ and PV
+                 + 2 * tokens * d * f * 2)       # FFN
+    return n * per_block
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", default="eager,quality,fbc,taylorseer,distill4")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", default=None, help="HxW (default 512x512; --tiny 32x32)")
+    p.add_argument("--offload", choices=("none", "model", "group"), default="none")
+    p.add_argument("--fp8", action="store_true", help="fp8 weight storage of the DiT")
+    p.add_argument("--memory-cap-gib", type=float, default=None,
+                   help="limit this process's GPU memory (torch.cuda.set_per_process_memory_fraction)")
+    p.add_argument("--fbc-threshold", type=float, default=0.05)
+    p.add_argument("--taylorseer-interval", type=int, default=4)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile in quality mode (default: on CUDA with --offload none)")
+    p.add_argument("--peak-tflops", type=float, default=790.0)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--json", default=None)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    gen = _load_generate_bench()
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(f"# {msg}", file=sys.stderr, flush=True))
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    cuda = device.type == "cuda"
+    if not cuda and not args.tiny:
+        p.error("the real sizes need a CUDA device (use --tiny on a CPU)")
+    sizes = gen.TINY if args.tiny else gen.REAL
+    steps = args.steps or (2 if args.tiny else 25)
+    frames = args.frames or (5 if args.tiny else 49)
+    height, width = (int(v) for v in (args.size or ("32x32" if args.tiny else "512x512")).lower().split("x"))
+    dtype = torch.bfloat16 if cuda else torch.float32
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        if args.memory_cap_gib:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
+
+    from ex4d.inpaint.memory import configure_memory
+    from ex4d.inpaint.speed import SpeedSettings, configure_speed, parse_cache, set_model_attention_backend
+
+    t0 = time.perf_counter()
+    pipe = gen.build_pipeline(sizes, device, dtype, args.offload, False, log)
+    configure_memory(pipe, device, offload=args.offload, fp8=args.fp8, compute_dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    build_s = time.perf_counter() - t0
+    color, mask = gen.synthetic_videos(frames, height, width)
+    floor = forward_flops(sizes["transformer"], frames, height, width) / (args.peak_tflops * 1e12)
+
+    def call(n_steps, cfg):
+        marks = {"dit": None, "steps": []}
+
+        def first_dit(module, inputs):
+            if marks["dit"] is None:
+                gen._sync(device)
+                marks["dit"] = time.perf_counter()
+
+        def on_step(pp, i, t, kw):
+            gen._sync(device)
+            marks["steps"].append(time.perf_counter())
+            return kw
+
+        handle = pipe.transformer.register_forward_pre_hook(first_dit)
+        gen._sync(device)
+        start = time.perf_counter()
+        out = pipe(color, mask, height=height, width=width, num_frames=frames, num_inference_steps=n_steps,
+                   guidance_scale=cfg, seed=0, mask_erode=0, output_type="np", callback_on_step_end=on_step).frames
+        gen._sync(device)
+        end = time.perf_counter()
+        handle.remove()
+        per_step = np.diff([marks["dit"]] + marks["steps"]).tolist()
+        return out, dict(total_s=end - start, encode_s=marks["dit"] - start,
+                         step_s=statistics.median(per_step[1:] if len(per_step) > 1 else per_step),
+                         decode_and_rest_s=end - marks["steps"][-1])
+
+    rows, reference = [], None
+    quality_ready = False
+    for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
+        row = dict(config=name, frames=frames, height=height, width=width, offload=args.offload, fp8=args.fp8,
+                   memory_cap_gib=args.memory_cap_gib, build_s=round(build_s, 1), device=gen._env(device)["device"],
+                   torch=torch.__version__, floor_forward_s=round(floor, 3))
+        try:
+            n_steps, cfg = (4, 1.0) if name == "distill4" else (steps, 5.0)
+            if name == "eager":
+                if quality_ready:
+                    raise RuntimeError("eager must run before the quality configurations (compile is not undone)")
+                configure_speed(pipe, SpeedSettings(mode="eager"), device)
+            else:
+                if not quality_ready:
+                    compile_ = args.compile if args.compile is not None else (cuda and args.offload == "none")
+                    row["speed"] = configure_speed(pipe, SpeedSettings(compile=compile_), device)
+                    quality_ready = True
+                    if compile_:
+                        w0 = time.perf_counter()
+                        call(2, 5.0)
+                        row["warmup_s"] = round(time.perf_counter() - w0, 1)
+                pipe.transformer.disable_cache() if getattr(pipe.transformer, "is_cache_enabled", False) else None
+                if name == "fbc":
+                    pipe.transformer.enable_cache(parse_cache(f"fbc:{args.fbc_threshold}"))
+                elif name == "taylorseer":
+                    pipe.transformer.enable_cache(parse_cache(f"taylorseer:{args.taylorseer_interval}"))
+                elif name not in ("quality", "distill4"):
+                    raise ValueError(f"unknown configuration {name!r}")
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            out, timing = call(n_steps, cfg)
+            row.update({k: round(v, 3) for k, v in timing.items()}, steps=n_steps, cfg=cfg)
+            row["forward_s"] = round(timing["step_s"] / (2 if cfg > 1 else 1), 3)
+            if cuda:
+                row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            if name == "eager":
+                reference = out
+            elif reference is not None and reference.shape == out.shape:
+                row["max_abs_diff"] = int(np.abs(out.astype(int) - reference.astype(int)).max())
+                row["psnr_vs_eager"] = round(_psnr(out, reference), 2)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            with open(args.json, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        gc.collect()
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

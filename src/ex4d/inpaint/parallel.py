@@ -1,0 +1,109 @@
+"""One video on several GPUs: diffusers' context parallelism for the DiT, launched with ``torchrun``.
+
+Every rank loads the whole pipeline and runs the same call with the same seed; inside the DiT the token sequence is
+split over the ranks (``ulysses``: an all-to-all swaps sequence and head shards around attention, so each rank
+attends over the full sequence for 1/N of the heads; ``ring``: key/value shards pass around a ring). The encoders
+and the VAE run on every rank (they are ~5 % of the time); only rank 0 writes files.
+
+    torchrun --nproc-per-node 4 -m ex4d.cli generate ... --parallel 4
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ex4d.errors import InputError
+
+__all__ = ["ParallelContext", "PARALLEL_MODES", "init_parallel", "enable_context_parallel", "shutdown_parallel"]
+
+PARALLEL_MODES = ("ulysses", "ring")
+# Attention backends of diffusers that support context parallelism, fastest first.
+CP_BACKENDS = ("_flash_3", "flash", "_native_cudnn", "native")
+
+
+@dataclass
+class ParallelContext:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_parallel(parallel: int, device: str | torch.device | None = None) -> ParallelContext:
+    """Join the process group that ``torchrun`` set up (NCCL on CUDA, gloo on CPU); ``parallel`` must equal its size.
+
+    ``parallel == 1`` without torchrun returns a single-process context and initialises nothing.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if parallel == 1 and world == 1:
+        return ParallelContext(0, 1, torch.device(device) if device is not None else
+                               torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if world != parallel:
+        raise InputError(f"--parallel: expected the launch to have {parallel} processes "
+                         f"(torchrun --nproc-per-node {parallel}), found WORLD_SIZE={world}")
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+    if use_cuda:
+        if local >= torch.cuda.device_count():
+            raise InputError(f"--parallel {parallel}: this machine has {torch.cuda.device_count()} GPUs")
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
+    return ParallelContext(rank, world, dev)
+
+
+def enable_context_parallel(transformer, ctx: ParallelContext, mode: str = "ulysses") -> str:
+    """Shard the DiT's sequence over ``ctx.world_size`` ranks; returns the attention backend used.
+
+    The attention backend already set on the model (see :mod:`ex4d.inpaint.speed`) is kept when it supports context
+    parallelism, else the fastest one that does is chosen.
+    """
+    if ctx.world_size == 1:
+        return ""
+    if mode not in PARALLEL_MODES:
+        raise InputError(f"--parallel-mode: expected one of {', '.join(PARALLEL_MODES)}, found {mode!r}")
+    heads = transformer.config.num_attention_heads
+    if mode == "ulysses" and heads % ctx.world_size:
+        raise InputError(f"--parallel {ctx.world_size}: ulysses needs the {heads} attention heads to divide evenly; "
+                         "use --parallel-mode ring")
+    from diffusers import ContextParallelConfig
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    from ex4d.inpaint.speed import set_model_attention_backend
+
+    def cp_capable(name) -> bool:
+        return name is not None and _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(name))
+
+    procs = [m.processor for m in transformer.modules() if hasattr(getattr(m, "processor", None), "_attention_backend")]
+    current = procs[0]._attention_backend if procs else None
+    if not cp_capable(current):
+        import importlib.util
+
+        needs = {"_flash_3": "flash_attn_interface", "flash": "flash_attn"}
+        cuda = ctx.device.type == "cuda"
+        current = next(b for b in CP_BACKENDS if cp_capable(b) and (cuda or b == "native")
+                       and (b not in needs or importlib.util.find_spec(needs[b]) is not None))
+        set_model_attention_backend(transformer, current)
+    degree = {"ulysses_degree" if mode == "ulysses" else "ring_degree": ctx.world_size}
+    transformer.enable_parallelism(config=ContextParallelConfig(**degree))
+    return str(getattr(current, "value", current))
+
+
+def shutdown_parallel(ctx: ParallelContext) -> None:
+    if ctx.world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
