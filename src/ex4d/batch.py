@@ -54,6 +54,28 @@ class ItemStatus:
                 "seconds": round(self.seconds, 3), **{k: v for k, v in self.result.items() if k != "output_dir"}}
 
 
+@dataclass
+class BatchResult:
+    """What :func:`run_manifest` did in this process.
+
+    Attributes:
+        items: this rank's items, in manifest order.
+        summary: the whole batch's summary (what ``summary.json`` holds) when this process wrote it — always with
+            one rank; with several, only in the rank that finished last and merged — else None.
+    """
+
+    items: list[ItemStatus]
+    summary: dict | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """1 if the batch has a failed item, else 0. A rank that did not merge reports 0 whatever its items
+        did: under torchrun a failing rank would stop the others mid-work, and the merging rank reports all."""
+        if self.summary is None:
+            return 0
+        return 1 if self.summary["failed"] else 0
+
+
 def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
@@ -175,7 +197,7 @@ def rank_device(device: str, world_size: int) -> str:
 
 def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cams: list[str] = ("180",),
                  rank: int | None = None, world_size: int | None = None, progress: bool = True,
-                 summary_json: str | os.PathLike | None = None, **run_options) -> list[ItemStatus]:
+                 summary_json: str | os.PathLike | None = None, **run_options) -> BatchResult:
     """Run :func:`ex4d.run.run` on every item of ``manifest`` (this rank's share), continuing past failures.
 
     Args:
@@ -189,8 +211,9 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
             and shared by all items.
 
     Returns:
-        One :class:`ItemStatus` per item of this rank, in manifest order. ``OUT/summary.json`` (one rank) or
-        ``OUT/summary.rank<k>.json`` (several) holds the same as JSON.
+        A :class:`BatchResult`: one :class:`ItemStatus` per item of this rank, in manifest order, and the batch's
+        summary if this process wrote ``OUT/summary.json`` (one rank; with several, each writes
+        ``OUT/summary.rank<k>.json`` and the last to finish merges them).
 
     Raises:
         InputError: an unusable manifest (a bad item only fails that item).
@@ -226,8 +249,7 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
             if not isinstance(exc, (InputError, OSError)):
                 message = f"{type(exc).__name__}: {message}"
             statuses.append(ItemStatus(item, "failed", time.perf_counter() - start, error=message))
-    write_summary(out, statuses, rank, world_size, len(items), summary_json)
-    return statuses
+    return BatchResult(statuses, write_summary(out, statuses, rank, world_size, len(items), summary_json))
 
 
 def _summary(records: list[dict], num_items: int, world_size: int) -> dict:
@@ -242,21 +264,21 @@ def _write(path: Path, data: dict) -> None:
 
 
 def write_summary(out: Path, statuses: list[ItemStatus], rank: int, world_size: int, num_items: int,
-                  extra_path: str | os.PathLike | None = None, write_out: bool = True) -> Path | None:
+                  extra_path: str | os.PathLike | None = None, write_out: bool = True) -> dict | None:
     """Write this rank's summary; with several ranks, merge into ``summary.json`` once every rank's is there.
 
     ``extra_path`` gets a copy (the merged summary when there is one); ``write_out=False`` (a single
-    ``ex4d run``) writes only ``extra_path``. Returns the path of ``summary.json`` when it was written, else None.
+    ``ex4d run``) writes only ``extra_path``. Returns the whole batch's summary when it was written to
+    ``summary.json`` (or, with ``write_out=False``, to ``extra_path``), else None.
     """
     records = [s.record() for s in statuses]
     if world_size == 1:
         data = _summary(records, num_items, 1)
         if extra_path:
             _write(Path(extra_path), data)
-        if not write_out:
-            return None
-        _write(out / "summary.json", data)
-        return out / "summary.json"
+        if write_out:
+            _write(out / "summary.json", data)
+        return data
     _write(out / f"summary.rank{rank}.json", {**_summary(records, num_items, world_size), "rank": rank})
     merged = merge_rank_summaries(out, world_size, num_items)
     if merged is None:
@@ -266,7 +288,7 @@ def write_summary(out: Path, statuses: list[ItemStatus], rank: int, world_size: 
     _write(out / "summary.json", merged)
     if extra_path:
         _write(Path(extra_path), merged)
-    return out / "summary.json"
+    return merged
 
 
 def merge_rank_summaries(out: Path, world_size: int, num_items: int) -> dict | None:

@@ -288,10 +288,10 @@ def _run_run(args) -> int:
 
         if args.depth is not None:
             raise InputError("with --manifest, give depth files in the manifest's 'depth' column")
-        statuses = run_manifest(args.manifest, args.output_dir, cams=args.cam or ["180"],
-                                summary_json=args.summary_json, **common)
-        print(format_table(statuses))
-        return 0 if all(s.status == "ok" for s in statuses) else 1
+        batch = run_manifest(args.manifest, args.output_dir, cams=args.cam or ["180"],
+                             summary_json=args.summary_json, **common)
+        print(format_table(batch.items))
+        return batch.exit_code
     from ex4d.batch import ItemStatus, ManifestItem, write_summary
 
     # A single run is a one-item batch for the summary, so both have one JSON schema.
