@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ex4d.cli import main
 from ex4d.io.video import probe_video
@@ -240,3 +241,28 @@ def test_gif_is_downscaled_to_at_most_480_px_and_12_fps(tmp_path):
     for i, colour in enumerate(colours):
         assert (gif[:, 10:40, 60 * i + 5:60 * i + 55] == colour).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gif"]
+
+
+@pytest.mark.slow  # ~25 s on 2 CPU cores: writing, loading and running the tiny model
+def test_ex4d_fill_with_a_tiny_model_loads_it_only_when_needed(tiny_inputs, tmp_path):
+    """--fill ex4d through the real loading path (tiny random Wan2.1-I2V + ex4d.ckpt in the real layouts)."""
+    from inpaint.tiny import write_ex4d_ckpt, write_wan_dir
+
+    from ex4d.io.video import load_video
+    from ex4d.run import LazyPipeline, run
+
+    video, depth, _, _ = tiny_inputs
+    options = {"model_dir": write_wan_dir(tmp_path / "wan"), "adapter": write_ex4d_ckpt(tmp_path / "ex4d.ckpt"),
+               "height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 2}
+    pipe = LazyPipeline(options, device="cpu", progress=False)
+    out = tmp_path / "out"
+    result = run(video, out, cams=["60"], depth=depth, fill="ex4d", num_frames=9, device="cpu",
+                 generate_options=options, progress=False, pipe=pipe)
+    assert pipe.loads == 1 and result.stages["fill_60"] == "ran"
+    frames = load_video(out / "output_60.mp4", num_frames=None).frames
+    assert len(frames) == 5 and frames.std() > 1  # the 5 generated frames, not blank
+    assert (out / "preview_60.gif").is_file()
+    again = LazyPipeline(options, device="cpu", progress=False)
+    run(video, out, cams=["60"], depth=depth, fill="ex4d", num_frames=9, device="cpu", generate_options=options,
+        progress=False, pipe=again)
+    assert again.loads == 0  # all cached: the model is never loaded
