@@ -157,3 +157,22 @@ def test_generate_writes_the_downloads_and_reuses_the_cache(clip):
     assert json.loads((clip.folder / "runs" / "run.json").read_text())["stages"][f"fill_{trajectory.name}"] == "cached"
     with pytest.raises(InputError, match="unknown fill"):
         actions.generate(clip, trajectory, "magic")
+
+
+def test_viewer_glb_keeps_the_visible_surface_only(clip):
+    import trimesh
+
+    from ex4d.mesh.build import build_dw_mesh
+
+    view = trimesh.load(actions.viewer_glb(clip), force="mesh", process=False)
+    mesh = build_dw_mesh(torch.from_numpy(clip.depth[:1]), torch.from_numpy(clip.frames[:1]),
+                         torch.from_numpy(clip.K[None]))
+    H, W = clip.depth.shape[1:]
+    faces = mesh.faces.numpy()
+    v, u = faces // W, faces % W
+    interior = ((v > 0) & (v < H - 1) & (u > 0) & (u < W - 1)).all(1) & mesh.face_valid[0].numpy()
+    assert len(view.faces) == 2 * interior.sum()  # each kept face in both windings
+    # No far wall (depth 100) and no occluder: every vertex is an interior pixel's point, in glTF axes.
+    points = unproject_depth(torch.from_numpy(clip.depth[0]), torch.from_numpy(clip.K)).numpy()[1:-1, 1:-1]
+    assert -view.vertices[:, 2].min() <= clip.depth[0, 1:-1, 1:-1].max() + 1e-4
+    assert view.bounds[0, 2] >= -points[..., 2].max() - 1e-4 and view.bounds[1, 2] <= -points[..., 2].min() + 1e-4

@@ -41,7 +41,7 @@ def test_callbacks_report_errors_in_the_page_and_keep_working(ws, clip_inputs):
     assert "over the 1 MB upload limit" in _error(cb.load_video, str(upload(ws, "big.mp4", b"0" * 2**21)), None)
     # After the errors, the same callbacks work.
     key, video, glb, rows, status = cb.load_video(str(clip_inputs[0]), str(clip_inputs[1]))
-    assert status.startswith("loaded: 9 frames of 64×64") and len(rows) == 3 and glb.endswith("mesh.glb")
+    assert status.startswith("loaded: 9 frames of 64×64") and len(rows) == 3 and glb.endswith("view.glb")
     strip, preview_video, plot, trajectory, status = cb.preview(key, *DESIGN)
     assert status.startswith("preview of 8 of 9 frames")
     *_, status = cb.preview_full(key, *DESIGN)

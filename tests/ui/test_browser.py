@@ -113,8 +113,10 @@ def test_upload_design_preview_generate_download(server, tmp_path, capsys):
         # Change the path: the angle box; the preview and the path picture follow.
         angle = page.locator("#angle input[type=number]")
         angle.fill("-75")
+        start = time.monotonic()
         angle.press("Enter")
         _wait_change(page, "#preview_strip", first)
+        preview_seconds = time.monotonic() - start
         _wait_change(page, "#path_plot", first_path)
 
         # Generate with the offline fill and download the output video.
@@ -138,4 +140,4 @@ def test_upload_design_preview_generate_download(server, tmp_path, capsys):
     # Uploads and results stayed inside the work dir.
     assert list(work.glob("gradio/**/clip.mp4")) and list(work.glob("clips/*/runs/output_*.mp4"))
     with capsys.disabled():
-        print(f"\nex4d ui screenshot: {shot}")
+        print(f"\nex4d ui screenshot: {shot} (preview updated {preview_seconds:.1f} s after the path changed)")

@@ -217,18 +217,51 @@ def plot_path(clip: Clip, trajectory: Trajectory) -> Path:
     return path
 
 
-def mesh_glb(clip: Clip) -> Path:
-    """Frame 0's DW-Mesh as ``mesh.glb`` in the clip folder (built once; it does not depend on the path)."""
+def _frame0_mesh(clip: Clip):
     import torch
 
     from ex4d.mesh.build import build_dw_mesh
+
+    return build_dw_mesh(torch.from_numpy(clip.depth[:1]), torch.from_numpy(clip.frames[:1]),
+                         torch.from_numpy(clip.K[None]))
+
+
+def mesh_glb(clip: Clip) -> Path:
+    """Frame 0's DW-Mesh as ``mesh.glb`` in the clip folder (built once; it does not depend on the path)."""
     from ex4d.mesh.export import export_mesh
 
     path = clip.folder / "mesh.glb"
     if not path.is_file():
-        mesh = build_dw_mesh(torch.from_numpy(clip.depth[:1]), torch.from_numpy(clip.frames[:1]),
-                             torch.from_numpy(clip.K[None]))
-        export_mesh(path, mesh)
+        export_mesh(path, _frame0_mesh(clip))
+    return path
+
+
+def viewer_glb(clip: Clip) -> Path:
+    """``view.glb``: frame 0's visible surface only, for the 3D viewer.
+
+    The full DW-Mesh's far wall (its 1-px border at depth 100) and its invisible occluder faces would fill the
+    viewer with a black box around a tiny scene; here only valid faces away from the border are kept.
+    """
+    import trimesh
+
+    from ex4d.io.atomic import atomic_path
+    from ex4d.mesh.export import _OPENCV_TO_GLTF
+
+    path = clip.folder / "view.glb"
+    if not path.is_file():
+        mesh = _frame0_mesh(clip)
+        H, W = mesh.height, mesh.width
+        faces = mesh.faces.numpy()
+        v, u = faces // W, faces % W
+        interior = ((v > 0) & (v < H - 1) & (u > 0) & (u < W - 1)).all(1)
+        keep = faces[interior & mesh.face_valid[0].numpy()]
+        keep = np.concatenate([keep, keep[:, ::-1]])  # both windings: viewers cull back faces
+        colors = np.round(mesh.colors[0].numpy() * 255).astype(np.uint8)
+        colors[:, 3] = 255
+        tri = trimesh.Trimesh(mesh.vertices[0].numpy() * _OPENCV_TO_GLTF, keep, vertex_colors=colors, process=False)
+        tri.remove_unreferenced_vertices()
+        with atomic_path(path) as tmp:
+            tri.export(tmp, file_type="glb")
     return path
 
 

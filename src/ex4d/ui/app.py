@@ -101,7 +101,7 @@ class Callbacks:
         T, H, W = clip.depth.shape
         rows = actions.rows_from_trajectory(clip, actions.build_trajectory(clip, actions.PathDesign()))
         status = f"loaded: {T} frames of {W}×{H}, depth cached ({clip.key})"
-        return clip.key, str(clip.video_path), str(actions.mesh_glb(clip)), rows, status
+        return clip.key, str(clip.video_path), str(actions.viewer_glb(clip)), rows, status
 
     # -- path design and preview -----------------------------------------------------------------------------
 
@@ -229,7 +229,8 @@ def build_app(workspace: Workspace, device: str = "auto", generate_options: dict
                     path_img = gr.Image(label="camera path (top view)", type="filepath", interactive=False,
                                         elem_id="path_plot")
                 full_btn = gr.Button("Render the whole clip", elem_id="full_btn")
-                mesh = gr.Model3D(label="frame 0's DW-Mesh", elem_id="mesh")
+                mesh = gr.Model3D(label="frame 0's DW-Mesh (visible surface; the download has it all)",
+                                  clear_color=(0.15, 0.15, 0.15, 1.0), elem_id="mesh")
         gr.Markdown("### 4. Generate")
         with gr.Row():
             fill = gr.Radio(cb.fills, value="offline", label="fill", elem_id="fill",
