@@ -99,6 +99,7 @@ def test_upload_design_preview_generate_download(server, tmp_path, capsys):
         toast.wait_for(timeout=30000)
         message = toast.inner_text()
         assert "bad.mp4" in message and "Traceback" not in message and "File \"" not in message
+        page.locator(".toast-close").first.click()
         page.locator("#video_upload button[aria-label='Clear']").first.click()
 
         # The real upload, with its depth file; the preview appears.
