@@ -84,3 +84,21 @@ def test_ui_command_defaults_to_localhost_and_checks_its_options(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("ex4d ui: error:") for line in err)
     assert "--max-upload-mb must be positive" in err[0] and "--wan-dir" in err[1]
+
+
+@pytest.mark.slow  # writes and loads a tiny Wan2.1 + EX-4D model (~30 s on 2 cores)
+def test_ex4d_fill_runs_a_tiny_model_when_weights_are_given(ws, clip, tmp_path):
+    pytest.importorskip("diffusers")
+    from tests.inpaint.tiny import write_ex4d_ckpt, write_wan_dir
+
+    options = {"model_dir": write_wan_dir(tmp_path / "wan"), "adapter": write_ex4d_ckpt(tmp_path / "ex4d.ckpt"),
+               "height": 32, "width": 32, "num_inference_steps": 1}
+    cb = Callbacks(ws, device="cpu", generate_options=options)
+    assert cb.fills == ["offline", "ex4d"]
+    side_by_side, files, status = cb.generate(clip.key, *DESIGN, "ex4d")
+    assert "with the ex4d fill" in status
+    import av
+
+    with av.open(files[0]) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 9 and frames[0].shape == (32, 32, 3)  # the model's size; 9 = 4k+1 frames

@@ -167,8 +167,11 @@ class Callbacks:
             clip = self._clip(key)
             trajectory = actions.build_trajectory(clip, self._design(preset, angle, elevation, radius, zoom, table,
                                                                      imported))
-            result = actions.generate(clip, trajectory, fill, self.device,
-                                      self.generate_options if fill == "ex4d" else None, progress=progress is not None)
+            options = None
+            if fill == "ex4d":
+                # The model takes 4k+1 frames: the longest such prefix of the clip, unless the options say otherwise.
+                options = {"num_frames": 4 * ((clip.num_frames - 1) // 4) + 1, **self.generate_options}
+            result = actions.generate(clip, trajectory, fill, self.device, options, progress=progress is not None)
             if progress is not None:
                 progress(1.0, desc="done")
             files = [result.output, result.mask, result.trajectory, result.mesh]
