@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Python argument names (InputError.argument) whose flag is not simply --name-with-dashes.
 _FLAG_OF = {"model_dir": "--wan-dir", "adapter": "--ex4d-ckpt", "intrinsics": "--depth"}
-_OUTPUT_DESTS = ("output_dir", "output_video", "output")
+_OUTPUT_DESTS = ("output_dir", "output_video", "output", "json")
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
@@ -374,7 +374,11 @@ def _flag_for_os_error(args, exc: OSError) -> str | None:
     if exc.filename:
         target = Path(exc.filename)
         for flag, path in _path_args(args):
-            if target == path or path in target.parents:
+            if target == path or path in target.parents:  # the path itself or a file inside it
+                return flag
+        for flag, path in _path_args(args):
+            # A folder on the way to an output (e.g. a parent that is a file): creating it failed.
+            if flag[2:].replace("-", "_") in _OUTPUT_DESTS and target in path.parents:
                 return flag
     if exc.errno in _WRITE_ERRNOS:  # e.g. a buffered write on a full disk: no file name attached
         outputs = [d for d in _OUTPUT_DESTS if getattr(args, d, None)]

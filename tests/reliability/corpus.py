@@ -148,6 +148,7 @@ def _eye(n: int = T) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- video files
 def _text_as_mp4(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
     (d / "in.mp4").write_text("this is a text file, not a video\n")
     return d / "in.mp4"
 
@@ -218,9 +219,9 @@ def _odd_size(d: Path) -> Path:
 
 
 def _very_large(d: Path) -> Path:
-    # 4000×2400 (9.6 MP, above 4K): constant colour so that PNG encodes it quickly.
+    # 4000×2400 (9.6 MP, above 4K): constant colour and x264's fastest preset keep it cheap to make.
     frames = np.full((2, 2400, 4000, 3), (90, 140, 200), np.uint8)
-    return write_video(d / "in.mov", frames, codec="png", pix_fmt="rgb24")
+    return write_video(d / "in.mp4", frames, options={"preset": "ultrafast"})
 
 
 def _image_folder_mixed_sizes(d: Path) -> Path:
@@ -406,6 +407,27 @@ def _unicode_trajectory(d: Path):
     path.write_text(json.dumps({"w2c": _eye().tolist()}))
     video, depth = good_video(d), good_depth(d)
     return recon_argv(video, depth, d / "out", "--cam", str(path)), d / "out"
+
+
+def _depth_cmd(d: Path, video: Path, depth: Path, output: str = "d.npz"):
+    out = d / "out"
+    return (["depth", "--input-video", str(video), "--backend", "file", "--depth-file", str(depth),
+             "--output", str(out / output), "--num-frames", str(T), "--device", "cpu", "--quiet"], out)
+
+
+def _eval_cmd(d: Path, pred: Path, ref: Path, json_under_file: bool = False):
+    argv = ["eval", "--pred", str(pred), "--ref", str(ref), "--metrics", "psnr,ssim", "--device", "cpu", "--quiet"]
+    if json_under_file:
+        (d / "file.txt").write_text("x")
+        return argv + ["--json", str(d / "file.txt" / "out.json")], d / "file.txt" / "out.json"
+    return argv, d / "out"
+
+
+def _demo_under_a_file(d: Path):
+    (d / "file.txt").write_text("x")
+    out = d / "file.txt" / "demo"
+    return (["demo", "--output-dir", str(out), "--num-frames", "2", "--height", "32", "--width", "32",
+             "--device", "cpu", "--quiet"], out)
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -601,6 +623,24 @@ CASES: list[Case] = [
          _ckpt_case(_ckpt_from(lambda sd: {k: (v[:, :3] if k.endswith("lora_B.default.weight") else v)
                                            for k, v in sd.items()})), 2, "--ex4d-ckpt",
          "error: LoRA tensors of ... have shapes ...; the transformer needs ...", models=True),
+    # --- the other commands: ex4d depth, eval, demo --------------------------------------------------------
+    Case("depth-cmd-text-video", "video", lambda d: _depth_cmd(d, _text_as_mp4(d), good_depth(d)), 2,
+         "--input-video", "error: not a readable video or image"),
+    Case("depth-cmd-nan-depth-file", "depth", lambda d: _depth_cmd(d, good_video(d), good_depth(
+        d, depth=_depth_with(np.nan))), 2, "--depth-file", "error: depth contains NaN or inf values"),
+    Case("depth-cmd-pickled-depth-file", "depth", lambda d: _depth_cmd(d, good_video(d), _depth_pickled(d)), 2,
+         "--depth-file", "error: cannot read (... allow_pickle=False)"),
+    Case("depth-cmd-output-not-npz", "output", lambda d: _depth_cmd(d, good_video(d), good_depth(d), "d.txt"), 2,
+         "--output", "error: --output must be a .npz file"),
+    Case("eval-truncated-pred", "video", lambda d: _eval_cmd(d, _truncated_mp4(d), good_video(d, "ref.mp4")), 2,
+         "--pred", "error: cannot decode / too few frames"),
+    Case("eval-text-ref", "video", lambda d: _eval_cmd(d, good_video(d), _text_as_mp4(d / "r")), 2, "--ref",
+         "error: not a readable video or image"),
+    Case("eval-json-under-a-file", "output", lambda d: _eval_cmd(d, good_video(d), good_video(d, "ref.mp4"),
+                                                                 json_under_file=True), 1, "--json",
+         "error: --json: Not a directory"),
+    Case("demo-output-under-a-file", "output", _demo_under_a_file, 1, "--output-dir",
+         "error: --output-dir: Not a directory"),
     # --- outputs and paths --------------------------------------------------------------------------------
     Case("output-under-a-file", "output", _output_under_a_file, 1, "--output-dir",
          "error: --output-dir: Not a directory"),
