@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["InputError", "InputWarning", "about"]
+__all__ = ["InputError", "InputWarning", "about", "load_failure"]
 
 
 class InputError(ValueError):
@@ -35,6 +35,25 @@ class InputError(ValueError):
 
 class InputWarning(UserWarning):
     """Usable input that was changed on the way in (e.g. a very large video downscaled); the CLI prints one line."""
+
+
+def load_failure(exc: BaseException) -> str:
+    """A short reason for a failed ``np.load`` / ``torch.load`` of a user's file, for an error message.
+
+    Why: both libraries answer a file that is not theirs with advice to load it unsafely (allow_pickle=True,
+    weights_only=False) — the one thing a user must not do with a file of unknown origin.
+    """
+    text = " ".join(str(exc).split())
+    if "pickled (object) data" in text:  # numpy: neither .npy nor .npz, so it guessed a pickle
+        return "not an .npy/.npz file (numpy would have to unpickle it, which can run code: refused)"
+    if "WeightsUnpickler error:" in text:  # torch weights_only: objects other than tensors and containers
+        detail = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0].strip()
+        return f"holds pickled objects other than tensors, refused without running them ({detail})"
+    if isinstance(exc, EOFError):
+        return "the file is empty or truncated"
+    if isinstance(exc, KeyError) or "invalid load key" in text:  # torch's legacy reader on a foreign file
+        return f"not a PyTorch checkpoint: neither a zip archive nor a pickle ({type(exc).__name__}: {text})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager

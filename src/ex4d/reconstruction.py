@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ex4d.errors import InputError, about
+from ex4d.errors import InputError, about, load_failure
 from ex4d.geometry.conventions import reference_intrinsics, w2c_to_reference
 from ex4d.geometry.trajectory import Trajectory, make_trajectory, reference_radius
 from ex4d.io.atomic import save_npz_atomic
@@ -75,7 +75,7 @@ def load_depth_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise
     except Exception as exc:  # numpy raises many types for a file that is not an npz
         raise InputError(f"{path}: cannot read depth file: expected an .npz archive with a 'depth' array "
-                         f"({exc.__class__.__name__}: {exc})") from None
+                         f"({load_failure(exc)})") from None
     return depth, intrinsics
 
 

@@ -174,8 +174,15 @@ def _truncated_mp4(d: Path) -> Path:
     return path
 
 
-def _zero_frames(d: Path) -> Path:
-    return write_video(d / "in.mkv", np.zeros((0, H, W, 3), np.uint8), codec="ffv1", pix_fmt="yuv420p")
+def _zero_frames(suffix: str, fmt: str, codec: str):
+    def write(d: Path) -> Path:
+        # A container with a video stream and its header but not one frame (PyAV writes the header on demand).
+        with av.open(str(d / f"in{suffix}"), "w", format=fmt) as container:
+            stream = container.add_stream(codec, rate=12)
+            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+            container.start_encoding()
+        return d / f"in{suffix}"
+    return write
 
 
 def _one_frame(d: Path) -> Path:
@@ -467,8 +474,10 @@ CASES: list[Case] = [
          "error: has 1 frame but num_frames=5"),
     Case("truncated-mp4", "video", _recon_with_video(_truncated_mp4), 2, "--input-video",
          "error: fewer frames than asked, or undecodable"),
-    Case("zero-frames", "video", _recon_with_video(_zero_frames), 2, "--input-video",
-         "error: has 0 frames"),
+    Case("zero-frames-mkv", "video", _recon_with_video(_zero_frames(".mkv", "matroska", "ffv1")), 2,
+         "--input-video", "error: cannot read (End of file)"),
+    Case("zero-frames-mp4", "video", _recon_with_video(_zero_frames(".mp4", "mp4", "libx264")), 2,
+         "--input-video", "error: has no video stream / no frames"),
     Case("one-frame-but-5-asked", "video", _recon_with_video(_one_frame), 2, "--input-video",
          "error: has 1 frame but num_frames=5"),
     Case("image-folder-mixed-sizes", "video", _recon_with_video(_image_folder_mixed_sizes, num_frames=3), 2,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ex4d.depth.base import DepthResult
 from ex4d.depth.convert import disparity_to_depth
 from ex4d.depth.intrinsics import resize_intrinsics
-from ex4d.errors import InputError
+from ex4d.errors import InputError, load_failure
 
 __all__ = ["FileDepthBackend", "UNITS", "FRAME_FORMATS", "load_depth_array", "save_depth_frames", "resize_maps"]
 
@@ -115,7 +115,7 @@ def load_depth_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
         except InputError:
             raise
         except Exception as exc:  # numpy raises many types for a file that is not a clean npz/npy
-            raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+            raise InputError(f"{path}: cannot read ({load_failure(exc)})") from None
     elif path.suffix.lower() in FRAME_FORMATS:
         maps = _read_frame(path)[None]
     else:

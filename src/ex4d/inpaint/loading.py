@@ -25,7 +25,7 @@ from typing import Mapping
 
 import torch
 
-from ex4d.errors import InputError, about
+from ex4d.errors import InputError, about, load_failure
 from ex4d.inpaint import lora as lora_mod
 from ex4d.inpaint.condition_encoder import ENCODER_KEYS, CamVidEncoder, is_encoder_key
 from ex4d.inpaint.schedule import Ex4dFlowMatchScheduler
@@ -66,7 +66,7 @@ def read_ex4d_ckpt(path) -> dict[str, torch.Tensor]:
             # weights_only=True: only tensors and plain containers are rebuilt; a pickled call is refused, not run.
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad input
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({load_failure(exc)})") from None
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         nested = [k for k, v in sd.items() if isinstance(v, Mapping)] if isinstance(sd, Mapping) else []
         hint = f" (it nests dicts under {nested[:3]})" if nested else ""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ex4d.errors import InputError
+from ex4d.errors import InputError, load_failure
 from ex4d.geometry.conventions import reference_to_w2c, w2c_to_reference
 from ex4d.geometry.keyframes import interpolate_keyframes
 from ex4d.geometry.trajectory import Trajectory, look_at
@@ -132,7 +132,7 @@ def _read(path: Path) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read trajectory file ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(f"{path}: cannot read trajectory file ({load_failure(exc)})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a trajectory file must hold a JSON object")
     return data
