@@ -15,6 +15,7 @@ from ex4d.depth.cli import add_depth_backend_arguments, add_depth_parser, depth_
 from ex4d.errors import InputError, InputWarning
 from ex4d.eval.cli import add_eval_parser
 from ex4d.train.prepare_cli import add_prepare_parser
+from ex4d.train.train_cli import add_train_parser
 from ex4d.ui.cli import add_ui_parser
 from ex4d.utils.argtypes import positive_int
 
@@ -330,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     _add_trajectory(sub)
     add_prepare_parser(sub)
+    add_train_parser(sub)
     add_ui_parser(sub)
     return parser
 
