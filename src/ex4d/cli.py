@@ -437,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prefix}: interrupted", file=sys.stderr)
             return 130
         except Exception as exc:  # noqa: BLE001 - a bug: one line, never a raw traceback (unless --debug)
+            if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # host RAM or torch's GPU
+                return fail(f"out of memory ({type(exc).__name__}: {_one_line(exc)[:200]}); try fewer frames "
+                            "(--num-frames), a smaller size or a smaller --batch-size", None, 1)
             if debug:
                 raise
             print(f"{prefix}: internal error: {type(exc).__name__}: {_one_line(exc)} "

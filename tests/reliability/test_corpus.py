@@ -175,3 +175,20 @@ def test_interrupt_exits_130_without_outputs(tmp_path, capfd, monkeypatch):
     code, err = _run(recon_argv(good_video(tmp_path), good_depth(tmp_path), tmp_path / "out"), capfd)
     assert code == 130 and err == ["ex4d recon: interrupted"]
     assert not _files(tmp_path / "out")
+
+
+def test_out_of_memory_is_one_line_with_a_hint(tmp_path, capfd, monkeypatch):
+    import ex4d.reconstruction as reconstruction
+
+    class OutOfMemoryError(RuntimeError):  # what torch raises for CUDA (torch.OutOfMemoryError)
+        pass
+
+    for exc in (MemoryError(), OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")):
+        def exhausted(*args, _exc=exc, **kwargs):
+            raise _exc
+        monkeypatch.setattr(reconstruction, "build_dw_mesh", exhausted)
+        code, err = _run(recon_argv(good_video(tmp_path), good_depth(tmp_path), tmp_path / "out"), capfd)
+        assert code == 1 and len(err) == 1
+        assert err[0].startswith(f"ex4d recon: error: out of memory ({type(exc).__name__}")
+        assert "--num-frames" in err[0] and "internal error" not in err[0]
+        assert not (tmp_path / "out").exists()

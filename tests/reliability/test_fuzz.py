@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ex4d.depth.files import load_depth_array
 from ex4d.errors import InputError
 from ex4d.geometry.conventions import reference_intrinsics
 from ex4d.io.trajectory_file import FILE_KEYS, KEYFRAME_KEYS, load_trajectory
@@ -120,7 +121,12 @@ def test_depth_file_reader(tmp_path_factory, depth, key, intrinsics, num_frames,
         path.write_bytes(garbage)
     else:
         np.savez(path, **{key: depth}, **({} if intrinsics is None else {"intrinsics": intrinsics}))
-    try:
+    try:  # the `file` depth backend's reader (ex4d depth / --depth-file) takes any single array
+        maps, _ = load_depth_array(path)
+        assert maps.ndim == 3 and np.issubdtype(maps.dtype, np.number) and not np.iscomplexobj(maps)
+    except InputError:
+        pass
+    try:  # recon's reader (--depth) and its validation
         loaded, K = load_depth_file(path)
         checked = check_depth(loaded, num_frames)
     except InputError:

@@ -29,6 +29,7 @@ from ex4d.depth.base import DepthResult
 from ex4d.depth.convert import disparity_to_depth
 from ex4d.depth.intrinsics import resize_intrinsics
 from ex4d.errors import InputError, load_failure
+from ex4d.io.atomic import atomic_path
 
 __all__ = ["FileDepthBackend", "UNITS", "FRAME_FORMATS", "load_depth_array", "save_depth_frames", "resize_maps"]
 
@@ -166,9 +167,8 @@ def save_depth_frames(folder: str | os.PathLike, depth: np.ndarray, fmt: str = "
         frame.pts = 0
         data = b"".join(bytes(p) for p in cc.encode(frame) + cc.encode(None))
         path = folder / f"{prefix}{t:04d}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
         paths.append(path)
     return paths
 

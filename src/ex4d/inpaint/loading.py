@@ -26,6 +26,7 @@ from typing import Mapping
 import torch
 
 from ex4d.errors import InputError, about, load_failure
+from ex4d.io.atomic import atomic_path
 from ex4d.inpaint import lora as lora_mod
 from ex4d.inpaint.condition_encoder import ENCODER_KEYS, CamVidEncoder, is_encoder_key
 from ex4d.inpaint.schedule import Ex4dFlowMatchScheduler
@@ -116,10 +117,11 @@ def save_adapter(path, lora: Mapping | None, encoder: CamVidEncoder | None, alph
                                        for k, v in encoder.config.items() if not k.startswith("_")}
         for k, v in encoder.state_dict().items():
             tensors[f"condition_encoder.{k}"] = v.detach().cpu().contiguous()
-    tmp = path / (ADAPTER_WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": ADAPTER_FORMAT})
-    tmp.replace(path / ADAPTER_WEIGHTS)
-    (path / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    # Each file appears complete or not at all; the config, written last, marks a finished adapter.
+    with atomic_path(path / ADAPTER_WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": ADAPTER_FORMAT})
+    with atomic_path(path / ADAPTER_CONFIG) as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 
@@ -258,10 +260,8 @@ def export_ex4d_ckpt(pipe, path) -> Path:
     sd = lora_mod.lora_to_reference_state_dict(lora)
     sd.update({k: v.detach().cpu().clone() for k, v in pipe.condition_encoder.state_dict().items()})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(sd, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # no half-written checkpoint, and no temporary left on failure
+        torch.save(sd, tmp)
     return path
 
 
