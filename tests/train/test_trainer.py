@@ -145,6 +145,32 @@ def test_dataset_reads_pairs_and_masks_the_target(data_dir):
     assert bool(((a.mask > 0) <= (plain > 0)).all()) and (a.mask < plain).any() and bool((a.mask[:, 0] > 0).all())
 
 
+def test_exact_frames_in_pair_npz_are_preferred(tmp_path, data_dir):
+    from ex4d.train.dataset import PairDataset
+
+    shutil.copytree(data_dir, tmp_path / "d")
+    frames, mask = clip_frames(0)
+    np.savez(tmp_path / "d" / "clip0" / "pair.npz", mask=mask, frames=frames)
+    item = PairDataset(tmp_path / "d", mask_erode=0, **SIZE).item(0)
+    exact = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255 * 2 - 1
+    torch.testing.assert_close(item.target, exact, rtol=0, atol=1e-6)
+
+
+def test_shipped_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from ex4d.train.config import TrainConfig, make_config
+
+    assert make_config(ROOT / "configs" / "train.yaml") == TrainConfig()  # the example spells out the defaults
+    ddp = load_config_from_file(str(ROOT / "configs" / "accelerate" / "ddp.yaml"))
+    fsdp = load_config_from_file(str(ROOT / "configs" / "accelerate" / "fsdp.yaml"))
+    assert ddp.distributed_type == "MULTI_GPU" and fsdp.distributed_type == "FSDP"
+    assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "WanTransformerBlock"
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock  # the class FSDP wraps exists
+
+    assert WanTransformerBlock.__name__ == "WanTransformerBlock"
+
+
 def test_bad_data_folders(tmp_path, data_dir):
     from ex4d.errors import InputError
     from ex4d.train.dataset import PairDataset

@@ -1,8 +1,9 @@
 """Reader of the training pairs written by ``ex4d prepare`` (spec §9.2).
 
 Layout: ``DATA/index.jsonl`` (one JSON object per line, at least ``{"clip": "<name>"}``) and per clip
-``DATA/<clip>/target.mp4`` (the source clip V) and ``pair.npz`` with ``mask`` (T, H, W) bool (True = kept), or
-``mask.mp4`` (255 = kept) when the npz is absent. ``cond.mp4`` is not read: cond = V ⊙ M is recomputed here from
+``DATA/<clip>/target.mp4`` (the source clip V) and ``pair.npz`` with ``mask`` (T, H, W) bool (True = kept) and
+optionally ``frames`` (T, H, W, 3) uint8 (exact V, used instead of the mp4), or ``mask.mp4`` (255 = kept) when the
+npz is absent. ``cond.mp4`` is not read: cond = V ⊙ M is recomputed here from
 the lossless mask, after the reference's per-frame erosion, which a stored video could not give.
 
 An item is processed exactly like the generator's inputs (:func:`ex4d.inpaint.preprocess.prepare_videos`: frame
@@ -83,14 +84,19 @@ class PairDataset:
         from ex4d.io.video import load_video, probe_video
 
         folder = self.root / self.clips[i]
-        info = probe_video(folder / "target.mp4")  # read at the stored size (load_video would pick its own)
-        target = load_video(folder / "target.mp4", num_frames=None, height=info["height"], width=info["width"]).frames
+        target = None
         if (folder / "pair.npz").is_file():
             with np.load(folder / "pair.npz") as z:
                 if "mask" not in z:
                     raise InputError(f"{folder / 'pair.npz'}: no 'mask' array")
                 mask = z["mask"].astype(bool)
-        else:
+                if "frames" in z:  # exact frames (ex4d prepare --save-frames) rather than the lossy mp4
+                    target = np.asarray(z["frames"], dtype=np.uint8)
+        if target is None:
+            info = probe_video(folder / "target.mp4")  # read at the stored size (load_video would pick its own)
+            target = load_video(folder / "target.mp4", num_frames=None, height=info["height"],
+                                width=info["width"]).frames
+        if not (folder / "pair.npz").is_file():
             mask = load_video(folder / "mask.mp4", num_frames=None, height=info["height"],
                               width=info["width"]).frames[..., 0] > 127
         if mask.shape != target.shape[:3]:
