@@ -229,7 +229,7 @@ def build_app(workspace: Workspace, device: str = "auto", generate_options: dict
                                  interactive=False, elem_id="preview_strip")
                 with gr.Row():
                     preview_video = gr.Video(label="render | mask", interactive=False, elem_id="preview_video")
-                    path_img = gr.Image(label="camera path (top view)", type="filepath", interactive=False,
+                    path_img = gr.Image(label="camera path (top and side views)", type="filepath", interactive=False,
                                         elem_id="path_plot")
                 full_btn = gr.Button("Render the whole clip", elem_id="full_btn")
                 mesh = gr.Model3D(label="frame 0's DW-Mesh (visible surface; the download has it all)",
