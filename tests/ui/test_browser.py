@@ -5,7 +5,6 @@ fill and downloads the output, which must decode to the input's frame count. A b
 error in the page and the app keeps serving. The screenshot's path is printed.
 """
 
-import os
 import socket
 import subprocess
 import sys
@@ -44,7 +43,7 @@ def server(tmp_path):
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "ex4d.cli", "ui", "--port", str(port), "--work-dir", str(work),
                              "--device", "cpu", "--max-upload-mb", "5", "--quiet"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
     while True:

@@ -125,7 +125,8 @@ def _write_keyframes(clip: Clip, rows) -> Path:
     except (TypeError, ValueError):
         raise InputError("every keyframe cell must be a number") from None
     if values.shape[1] != len(KEYFRAME_COLUMNS) or not np.isfinite(values).all():
-        raise InputError(f"each keyframe row needs {len(KEYFRAME_COLUMNS)} finite numbers: {', '.join(KEYFRAME_COLUMNS)}")
+        raise InputError(f"each keyframe row needs {len(KEYFRAME_COLUMNS)} finite numbers: "
+                         f"{', '.join(KEYFRAME_COLUMNS)}")
     doc = {"keyframes": [{"t": r[0], "eye": r[1:4].tolist(), "look_at": r[4:7].tolist()} for r in values]}
     path = clip.folder / "paths" / f"keyframes-{_digest(values)}.json"
     with atomic_path(path) as tmp:
