@@ -34,7 +34,7 @@ class Case:
         make: writes the inputs into a folder; returns (argv, output path that must stay clean on failure).
         code: expected exit status (0, 1 or 2).
         flag: the argument the error line must name (None for a success).
-        expect: what the user sees, for RELIABILITY.md (and checked as a substring of stderr when ``check``).
+        expect: the outcome in words (documentation only; what is checked is code, flag and check).
         check: substring that stderr must contain (e.g. "note:" for the large-video message).
         models: needs the tiny Wan2.1-I2V folder (``ex4d generate`` cases).
     """

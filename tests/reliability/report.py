@@ -6,7 +6,7 @@ from collections import Counter
 #: tried/clear: bad inputs run and those answered as specified; handled: unusual but valid inputs that succeeded;
 #: tracebacks: runs whose stderr held a traceback or an internal error; partial: runs that left files behind.
 STATS: Counter = Counter()
-#: (case, group, expected outcome, exit status, what stderr said) of each corpus run, for RELIABILITY.md.
+#: (case, group, argument the error must name, exit status, what stderr said) of each corpus run.
 ROWS: list[tuple[str, str, str, int, str]] = []
 
 
@@ -19,8 +19,8 @@ def summary() -> str:
 
 def table() -> str:
     """The corpus as a Markdown table (written when EX4D_RELIABILITY_TABLE names a file)."""
-    lines = ["| case | input | exit | stderr (paths shortened) |", "|---|---|---|---|"]
-    for name, group, _, code, said in sorted(ROWS, key=lambda r: (r[1], r[0])):
+    lines = ["| case | input | exit | names | stderr (paths shortened) |", "|---|---|---|---|---|"]
+    for name, group, flag, code, said in sorted(ROWS, key=lambda r: (r[1], r[0])):
         said = re.sub(r"/\S*?/pytest-\d+/[^/\s]+", "<tmp>", said).replace("|", "\\|")
-        lines.append(f"| {name} | {group} | {code} | {said} |")
+        lines.append(f"| {name} | {group} | {code} | {f'`{flag}`' if flag else '—'} | {said} |")
     return "\n".join(lines) + "\n"
