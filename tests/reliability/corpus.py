@@ -210,6 +210,23 @@ def _alpha_vp9(d: Path) -> Path:
                        options={"deadline": "realtime", "cpu-used": "8"})
 
 
+def _alpha_gif(d: Path) -> Path:
+    # A GIF whose palette entry 0 is transparent (a cut-out sticker): palettised frames with alpha.
+    index = np.zeros((H, W), np.uint8)
+    index[H // 4: 3 * H // 4, W // 4: 3 * W // 4] = 1
+    palette = np.zeros((256, 4), np.uint8)
+    palette[1] = (200, 30, 30, 255)
+    with av.open(str(d / "in.gif"), "w") as container:
+        stream = container.add_stream("gif", rate=12)
+        stream.width, stream.height, stream.pix_fmt = W, H, "pal8"
+        for i in range(T):
+            frame = av.VideoFrame.from_ndarray((np.roll(index, i, 1), palette), format="pal8")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return d / "in.gif"
+
+
 def _gray(d: Path) -> Path:
     gray = scene()[0][..., 0]
     return write_video(d / "in.mkv", gray, codec="ffv1", pix_fmt="gray", in_format="gray")
@@ -488,6 +505,8 @@ CASES: list[Case] = [
     Case("10-bit-prores", "video", _recon_with_video(_ten_bit_prores), 0, None, "success (converted to 8-bit RGB)"),
     Case("alpha-png-mov", "video", _recon_with_video(_alpha_png_mov), 0, None, "success (alpha dropped)"),
     Case("alpha-vp9-webm", "video", _recon_with_video(_alpha_vp9), 0, None, "success (alpha dropped)"),
+    Case("alpha-gif-transparent", "video", _recon_with_video(_alpha_gif), 0, None,
+         "success (transparent pixels become a colour)"),
     Case("grayscale", "video", _recon_with_video(_gray), 0, None, "success (grey repeated to RGB)"),
     Case("variable-frame-rate", "video", _recon_with_video(_vfr), 0, None, "success (frames in decode order)"),
     Case("odd-size-333x517", "video", _recon_with_video(_odd_size, depth_size=(36, 56)), 0, None,

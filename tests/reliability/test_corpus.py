@@ -192,3 +192,26 @@ def test_out_of_memory_is_one_line_with_a_hint(tmp_path, capfd, monkeypatch):
         assert err[0].startswith(f"ex4d recon: error: out of memory ({type(exc).__name__}")
         assert "--num-frames" in err[0] and "internal error" not in err[0]
         assert not (tmp_path / "out").exists()
+
+
+API_OF_FLAG = {"--cam": "cam", "--wan-dir": "model_dir", "--ex4d-ckpt": "adapter"}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.bad and c.flag in API_OF_FLAG], ids=lambda c: c.name)
+def test_api_of_trajectories_and_models(case, tmp_path, request):
+    """The same files through ``ex4d.recon(cam=...)`` and ``load_pipeline(model_dir, adapter)``."""
+    import ex4d
+
+    models = request.getfixturevalue("corpus_models") if case.models else ()
+    argv, _ = case.make(tmp_path, *models)
+    opts = dict(zip(argv[1::2], argv[2::2]))
+    with pytest.raises(InputError) as info:
+        if case.models:
+            from ex4d.inpaint.loading import load_pipeline
+
+            load_pipeline(opts["--wan-dir"], opts["--ex4d-ckpt"])
+        else:
+            ex4d.recon(good_video(tmp_path, "v.mp4"), good_depth(tmp_path, "d.npz"), cam=opts["--cam"],
+                       num_frames=int(opts["--num-frames"]), device="cpu", progress=False)
+    assert info.value.argument == API_OF_FLAG[case.flag]
+    assert not (tmp_path / PWNED).exists()
