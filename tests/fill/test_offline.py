@@ -4,7 +4,10 @@ import torch
 
 from ex4d.data import default_intrinsics, ground_truth_for_trajectory, make_scene
 from ex4d.eval.geometric import masked_psnr
-from ex4d.fill import fill_from_neighbours, inpaint, neighbour_offsets, offline_fill
+from ex4d.fill import (
+    fill_from_background, fill_from_neighbours, fill_sources, inpaint, inpaint_background, neighbour_offsets,
+    offline_fill, static_background,
+)
 from ex4d.geometry.trajectory import make_trajectory, reference_radius
 from ex4d.io.video import Video
 from ex4d.reconstruction import recon
@@ -90,16 +93,128 @@ def test_offline_fill_full_video(scene_result):
     assert hole.any()
     assert not (out[hole] == 0).all(-1).any()  # no black holes left
     assert np.isfinite(masked_psnr(out, target, hole))
-    only_inpaint = offline_fill(r, None)
-    assert (only_inpaint == inpaint(r.color, r.mask)).all()
+    # Without reprojection, far bias or rim, the offline fill is plain per-frame inpainting.
+    assert (offline_fill(r, None, bias=0.0, rim=0) == inpaint(r.color, r.mask)).all()
 
 
-@pytest.mark.xfail(strict=False, reason="neighbour reprojection does not reliably beat per-frame inpainting on the "
-                                        "default synthetic scenes (see the ex4d.fill report)")
-def test_offline_fill_beats_inpainting(scene_result):
+def _case(seed, cam, size=96, frames=9):
+    scene = make_scene(seed, motion_frames=17)
+    K = default_intrinsics(size, size).numpy()
+    first = ground_truth_for_trajectory(scene, np.eye(4)[None], K, size, size)
+    traj = make_trajectory(cam, frames, reference_radius(first["source"]["depth"][0].numpy()))
+    gt = ground_truth_for_trajectory(scene, traj.w2c, K, size, size)
+    frames_, depth = gt["source"]["frames"].numpy(), gt["source"]["depth"].numpy()
+    depth = np.where(depth > 0, depth, 1e4).astype(np.float32)  # as the demo: rays that hit nothing are far
+    result = recon(Video(frames_, 15.0, (size, size)), depth, cam=traj, intrinsics=K, device="cpu", progress=False)
+    return result, depth, gt["target"]["frames"].numpy()
+
+
+def test_offline_fill_beats_inpainting():
+    """Several scenes and paths: the offline fill wins on each, by a clear margin on average.
+
+    Measured (96², 9 frames): +0.22, +0.67, +0.59, +0.22, +0.79 dB; bench/fill.py gives the full table.
+    """
+    gains = []
+    for seed, cam in ((0, "30"), (1, "90"), (2, "180"), (3, "90"), (1, "180")):
+        r, depth, target = _case(seed, cam)
+        hole = ~r.mask
+        psnr_offline = masked_psnr(offline_fill(r, depth), target, hole)
+        psnr_inpaint = masked_psnr(inpaint(r.color, r.mask), target, hole)
+        print(f"scene {seed} cam {cam}: hole PSNR offline {psnr_offline:.2f} dB, inpaint {psnr_inpaint:.2f} dB")
+        gains.append(psnr_offline - psnr_inpaint)
+    assert min(gains) > 0.1 and np.mean(gains) > 0.35, gains
+
+
+def test_background_plate_recovers_the_wall_behind_a_moving_box():
+    T, H, W = 6, 12, 20
+    rng = np.random.default_rng(1)
+    wall = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    frames = np.repeat(wall[None], T, 0)
+    depth = np.full((T, H, W), 10.0, np.float32)
+    for t in range(T):  # a box at depth 3 sliding right by 2 px per frame
+        frames[t, 3:8, 2 * t:2 * t + 6] = (255, 0, 0)
+        depth[t, 3:8, 2 * t:2 * t + 6] = 3.0
+    plate, plate_depth, valid = static_background(frames, depth)
+    uncovered_twice = (depth == 10.0).sum(0) >= 2
+    assert (plate[uncovered_twice] == wall[uncovered_twice]).all()
+    assert np.allclose(plate_depth[uncovered_twice], 10.0) and valid[uncovered_twice].all()
+    assert not valid[~uncovered_twice].any()
+    # Depth noise within the tolerance is averaged, not picked from one frame.
+    noisy = depth * (1 + 0.004 * rng.standard_normal(depth.shape)).astype(np.float32)
+    _, nd, _ = static_background(frames, noisy)
+    far = noisy.max(0)
+    assert (nd <= far + 1e-5).all() and (nd >= far * 0.99 - 1e-5).all()
+    assert np.abs(nd - 10.0)[uncovered_twice].mean() < 0.7 * np.abs(far - 10.0)[uncovered_twice].mean()
+
+
+def test_background_biased_inpainting_continues_the_far_side():
+    """Two depth layers: a hole between a near red block and a far green wall is revealed wall, not a blend."""
+    H, W = 40, 64
+    wall, block = np.array([40, 200, 90]), np.array([230, 30, 30])
+    img = np.empty((H, W, 3), np.uint8)
+    img[:] = wall
+    depth = np.full((H, W), 10.0, np.float32)
+    img[8:32, 8:24] = block
+    depth[8:32, 8:24] = 2.0
+    known = np.ones((H, W), bool)
+    known[8:32, 24:40] = False  # the disocclusion right of the block
+    biased = inpaint_background(img, known, depth)
+    plain = inpaint(img, known)
+    assert (biased[known] == img[known]).all()
+    err_biased = np.abs(biased[~known].astype(int) - wall).max()
+    err_plain = np.abs(plain[~known].astype(int) - wall).max()
+    assert err_biased <= 10 and err_plain > 60, (err_biased, err_plain)
+    # No far preference: the same fill as plain Laplace inpainting (an independent implementation).
+    assert (inpaint_background(img, known, depth, bias=0.0) == plain).all()
+
+
+def test_background_biased_inpainting_bias_zero_equals_inpaint_on_random_images():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (2, 33, 47, 3), dtype=np.uint8)
+    known = rng.uniform(size=(2, 33, 47)) > 0.6
+    depth = rng.uniform(1, 20, (2, 33, 47)).astype(np.float32)
+    assert (inpaint_background(img, known, depth, bias=0.0) == inpaint(img, known)).all()
+    with pytest.raises(ValueError):
+        inpaint_background(img, known, np.zeros_like(depth))
+
+
+def test_fill_sources_drops_a_rim_around_holes():
+    filled = np.ones((2, 9, 9), bool)
+    filled[0, 4, 4] = False
+    filled[1] = False
+    filled[1, 0, 0] = True  # every filled pixel touches a hole: the frame keeps its pixels
+    src = fill_sources(filled, 1)
+    expect = np.ones((9, 9), bool)
+    expect[3:6, 3:6] = False
+    assert (src[0] == expect).all() and (src[1] == filled[1]).all()
+    assert (fill_sources(filled, 0) == filled).all()
+
+
+def test_fill_from_background_recovers_true_content(scene_result):
     r, depth, target = scene_result
-    hole = ~r.mask
-    psnr_offline = masked_psnr(offline_fill(r, depth, window=4), target, hole)
-    psnr_inpaint = masked_psnr(inpaint(r.color, r.mask), target, hole)
-    print(f"hole PSNR: offline {psnr_offline:.2f} dB, inpaint {psnr_inpaint:.2f} dB")
-    assert psnr_offline > psnr_inpaint
+    color, filled, z = fill_from_background(r.source.frames, depth, r.source_K, r.trajectory.w2c, r.K, r.color,
+                                            r.mask, r.depth)
+    new = filled & ~r.mask
+    assert new.any() and (filled >= r.mask).all()
+    assert (color[r.mask] == r.color[r.mask]).all() and (z[r.mask] == r.depth[r.mask]).all()
+    assert (z[new] > 0).all()
+    # Reprojected background is right (within 30 levels; aliased 64² checkerboards) far more often than
+    # inpainting of the same pixels (measured: 49 % vs 15 %; the render's own seen pixels: 67 %).
+    def close(video):
+        return (np.abs(video.astype(int) - target).max(-1)[new] < 30).mean()
+    assert close(color) > 0.35 and close(color) > 2 * close(inpaint(r.color, r.mask))
+    assert masked_psnr(color, target, new) > masked_psnr(inpaint(r.color, r.mask), target, new) + 0.5
+    # Per-frame intrinsics that differ: no single plate camera, nothing is filled.
+    sK = np.stack([r.source_K[0] * s for s in np.linspace(1, 1.1, len(r.color))])
+    sK[:, 2, 2] = 1
+    c2, f2, _ = fill_from_background(r.source.frames, depth, sK, r.trajectory.w2c, r.K, r.color, r.mask, r.depth)
+    assert (f2 == r.mask).all() and (c2 == r.color).all()
+
+
+def test_fill_from_neighbours_returns_depth(scene_result):
+    r, depth, _ = scene_result
+    c, f = fill_from_neighbours(r.source.frames, depth, r.source_K, r.trajectory.w2c, r.K, r.color, r.mask, window=2)
+    c3, f3, z3 = fill_from_neighbours(r.source.frames, depth, r.source_K, r.trajectory.w2c, r.K, r.color, r.mask,
+                                      window=2, target_depth=r.depth)
+    assert (c3 == c).all() and (f3 == f).all()
+    assert (z3[r.mask] == r.depth[r.mask]).all() and (z3[f & ~r.mask] > 0).all()

@@ -1,13 +1,17 @@
 """Offline fill: complete the "must be generated" pixels of a DW-Mesh render without learned weights.
 
-Two classical steps, so that the pipeline always yields a full video:
+Classical steps, so that the pipeline always yields a full video:
 
-1. :func:`fill_from_neighbours` — render the DW-Meshes of neighbouring *source* frames from each target camera and
-   copy, for still-unfilled pixels, what they see. Content that a moving object covers in frame t but uncovers
-   in a nearby frame (and static background seen from the same source camera at another time) is recovered.
-2. :func:`ex4d.fill.inpaint.inpaint` — smooth push-pull / Laplace inpainting of whatever remains.
+1. :func:`ex4d.fill.background.fill_from_background` — the static-background plate (the farthest surface each
+   source pixel saw over the whole video) rendered from each target camera: background that a moving object
+   uncovers at any time is recovered.
+2. optionally :func:`fill_from_neighbours` — render the DW-Meshes of neighbouring *source* frames from each target
+   camera and copy, for still-unfilled pixels, what they see (``window`` > 0).
+3. :func:`ex4d.fill.inpaint.inpaint_background` — push-pull / Laplace inpainting of whatever remains, biased to
+   the hole's far side (holes in a new view are revealed background, not the foreground object beside them).
 
-:func:`offline_fill` chains both for a :class:`ex4d.reconstruction.ReconResult`.
+:func:`offline_fill` chains them for a :class:`ex4d.reconstruction.ReconResult`. Measured against plain per-frame
+inpainting on the ground-truth scenes: ``bench/fill.py``, ``docs/fill.md``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ex4d.fill.inpaint import inpaint
+from ex4d.fill.background import fill_from_background
+from ex4d.fill.inpaint import BACKGROUND_BIAS, inpaint_background
 from ex4d.mesh.build import MeshBatch, MeshSettings, build_dw_mesh
 from ex4d.render.dwmesh import RenderSettings, render_dw_mesh
 
@@ -34,7 +39,7 @@ def fill_from_neighbours(source_frames: np.ndarray, source_depth: np.ndarray, so
                          w2c: np.ndarray, target_K: np.ndarray, color: np.ndarray, mask: np.ndarray,
                          window: int = 4, device: str | torch.device = "cpu", batch_size: int = 8,
                          depth_tol: float | None = 0.02, mesh_settings: MeshSettings = MeshSettings(),
-                         render_settings: RenderSettings = RenderSettings()) -> tuple[np.ndarray, np.ndarray]:
+                         render_settings: RenderSettings = RenderSettings(), target_depth: np.ndarray | None = None):
     """Fill unseen target pixels from the DW-Meshes of neighbouring source frames.
 
     For each target frame t and each neighbour t' with 0 < |t' - t| <= ``window`` (nearest first, see
@@ -53,13 +58,17 @@ def fill_from_neighbours(source_frames: np.ndarray, source_depth: np.ndarray, so
         device: where meshes are built and rendered.
         batch_size: target frames processed together.
         mesh_settings, render_settings: as for :func:`ex4d.reconstruction.recon`.
+        target_depth: optional (T, H, W) z-depth of the render; when given it is updated with the recovered
+            pixels' depth and returned as a third element.
 
     Returns:
         ``(color, filled)``: (T, H, W, 3) uint8 with the recovered pixels written in (pixels where ``mask`` is
-        True are unchanged), and (T, H, W) bool, ``mask`` plus the recovered pixels.
+        True are unchanged), and (T, H, W) bool, ``mask`` plus the recovered pixels; ``(color, filled, depth)``
+        when ``target_depth`` is given.
     """
     color = np.array(color, dtype=np.uint8, copy=True)
     filled = np.array(mask, dtype=bool, copy=True)
+    out_depth = None if target_depth is None else np.array(target_depth, dtype=np.float32, copy=True)
     T = color.shape[0]
     if source_frames.shape[0] != T or np.shape(source_depth)[0] != T or np.shape(w2c)[0] != T:
         raise ValueError("source_frames, source_depth, w2c and color must have the same number of frames")
@@ -95,33 +104,83 @@ def fill_from_neighbours(source_frames: np.ndarray, source_depth: np.ndarray, so
             out = render_dw_mesh(nb, w2c_t[tt].to(dev), tK[tt].to(dev), render_settings)
             rgb = out.color.mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
             seen = out.seen.cpu().numpy()
+            z = out.depth_z.cpu().numpy() if out_depth is not None else None
             for i, t in enumerate(targets):
                 new = seen[i] & ~filled[t]
                 color[t][new] = rgb[i][new]
                 filled[t] |= new
-    return color, filled
+                if out_depth is not None:
+                    out_depth[t][new] = z[i][new]
+    return (color, filled) if out_depth is None else (color, filled, out_depth)
 
 
-def offline_fill(result, source_depth: np.ndarray | None, window: int = 4, device: str | torch.device = "cpu",
+def fill_sources(filled: np.ndarray, rim: int) -> np.ndarray:
+    """Pixels that may feed the inpainting: ``filled`` minus a ``rim``-pixel band along every hole.
+
+    Rendered pixels next to a hole are silhouette and stretched-edge samples (often a foreground colour over
+    background, or aliased texture); continuing the hole from one pixel further in is more faithful. Frames that
+    would lose every pixel keep ``filled``.
+
+    Args:
+        filled: (T, H, W) bool.
+        rim: band width in pixels (0 = ``filled``).
+
+    Returns:
+        (T, H, W) bool.
+    """
+    filled = np.asarray(filled, bool)
+    if rim <= 0 or filled.all():
+        return filled.copy()
+    hole = torch.from_numpy(~filled)[:, None].to(torch.float32)
+    near_hole = torch.nn.functional.max_pool2d(hole, 2 * rim + 1, 1, rim)[:, 0].numpy() > 0
+    src = filled & ~near_hole
+    empty = ~src.reshape(len(src), -1).any(1)
+    src[empty] = filled[empty]
+    return src
+
+
+#: Default rim (pixels) of rendered content not used as inpainting data, see :func:`fill_sources`.
+SOURCE_RIM = 1
+
+
+def offline_fill(result, source_depth: np.ndarray | None, window: int = 0, device: str | torch.device = "cpu",
                  batch_size: int = 8, mesh_settings: MeshSettings = MeshSettings(),
-                 render_settings: RenderSettings = RenderSettings()) -> np.ndarray:
-    """Complete a reconstruction: neighbour-frame reprojection, then inpainting of what remains.
+                 render_settings: RenderSettings = RenderSettings(), background: bool = True,
+                 bias: float = BACKGROUND_BIAS, rim: int = SOURCE_RIM) -> np.ndarray:
+    """Complete a reconstruction: static-background plate, neighbour frames, then background-biased inpainting.
 
     Args:
         result: a :class:`ex4d.reconstruction.ReconResult`.
         source_depth: (T, H, W) z-depth of the source frames, as given to ``recon`` (the result does not keep
-            it); ``None`` skips the neighbour step (inpainting only).
-        window, device, batch_size, mesh_settings, render_settings: see :func:`fill_from_neighbours`
-            (use the settings ``recon`` used).
+            it); ``None`` skips the reprojection steps (inpainting only).
+        window: neighbour frames used by :func:`fill_from_neighbours` after the plate (0 = none: the plate
+            already holds every frame's background, and the bench shows no gain from neighbours on top of it).
+        device, batch_size, mesh_settings, render_settings: see :func:`fill_from_neighbours` (use the settings
+            ``recon`` used).
+        background: use the static-background plate (:func:`ex4d.fill.background.fill_from_background`).
+        bias: far-side preference of the inpainting (0 = plain Laplace, :func:`ex4d.fill.inpaint.inpaint`).
+        rim: see :func:`fill_sources`.
 
     Returns:
         (T, H, W, 3) uint8 video, equal to ``result.color`` wherever ``result.mask`` is True and filled
         everywhere else.
     """
-    color, filled = result.color, result.mask
+    color, filled, depth = result.color, result.mask, result.depth
+    if source_depth is not None and background and not filled.all():
+        color, filled, depth = fill_from_background(result.source.frames, source_depth, result.source_K,
+                                                    result.trajectory.w2c, result.K, color, filled, depth,
+                                                    device=device, batch_size=batch_size,
+                                                    mesh_settings=mesh_settings, render_settings=render_settings)
     if source_depth is not None and window > 0 and not filled.all():
-        color, filled = fill_from_neighbours(result.source.frames, source_depth, result.source_K,
-                                             result.trajectory.w2c, result.K, color, filled, window=window,
-                                             device=device, batch_size=batch_size, mesh_settings=mesh_settings,
-                                             render_settings=render_settings)
-    return inpaint(color, filled, device=device)
+        color, filled, depth = fill_from_neighbours(result.source.frames, source_depth, result.source_K,
+                                                    result.trajectory.w2c, result.K, color, filled, window=window,
+                                                    device=device, batch_size=batch_size,
+                                                    mesh_settings=mesh_settings, render_settings=render_settings,
+                                                    target_depth=depth)
+    if filled.all():
+        return np.array(color, copy=True)
+    # Seen pixels always have a positive depth; a pixel that somehow has none counts as far (background).
+    depth = np.where(depth > 0, depth, np.float32(depth.max(initial=1.0)))
+    out = inpaint_background(color, fill_sources(filled, rim), depth, bias=bias, device=device)
+    out[filled] = color[filled]
+    return out
