@@ -12,8 +12,8 @@ reference's schedule):
     eager       the reference order: two DiT calls per step, LoRA unfused, PyTorch SDPA, no compile (baseline)
     quality     ex4d's default (ex4d.inpaint.speed): batched CFG, LoRA fused, best attention backend,
                 torch.compile of the DiT blocks (a 2-step warm-up call first, so compile time is reported apart)
-    fbc         quality + FirstBlockCache (threshold --fbc-threshold)           [approximate]
-    taylorseer  quality + TaylorSeer cache (interval --taylorseer-interval)      [approximate]
+    fbc         quality without compile + FirstBlockCache (--fbc-threshold)    [approximate]
+    taylorseer  quality without compile + TaylorSeer (--taylorseer-interval)   [approximate]
     distill4    quality, 4 steps without CFG: the cost of a few-step distilled LoRA fused into the DiT
                 (weights are random here: this measures speed only)            [approximate]
 
@@ -104,18 +104,22 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if cuda else torch.float32
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
-        if args.memory_cap_gib:
-            total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
 
     from ex4d.inpaint.memory import configure_memory
-    from ex4d.inpaint.speed import SpeedSettings, configure_speed, parse_cache, set_model_attention_backend
+    from ex4d.inpaint.speed import SpeedSettings, configure_speed, parse_cache, uncompile_blocks
 
     t0 = time.perf_counter()
     pipe = gen.build_pipeline(sizes, device, dtype, args.offload, False, log)
     configure_memory(pipe, device, offload=args.offload, fp8=args.fp8, compute_dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     build_s = time.perf_counter() - t0
+    if cuda and args.memory_cap_gib:
+        # After the build (the random weights are made on the GPU, then offloaded): the cap governs the runs.
+        gc.collect()
+        torch.cuda.empty_cache()
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total),
+                                                 torch.cuda.current_device())
     color, mask = gen.synthetic_videos(frames, height, width)
     floor = forward_flops(sizes["transformer"], frames, height, width) / (args.peak_tflops * 1e12)
 
@@ -166,11 +170,13 @@ def main(argv=None) -> int:
                         w0 = time.perf_counter()
                         call(2, 5.0)
                         row["warmup_s"] = round(time.perf_counter() - w0, 1)
-                pipe.transformer.disable_cache() if getattr(pipe.transformer, "is_cache_enabled", False) else None
-                if name == "fbc":
-                    pipe.transformer.enable_cache(parse_cache(f"fbc:{args.fbc_threshold}"))
-                elif name == "taylorseer":
-                    pipe.transformer.enable_cache(parse_cache(f"taylorseer:{args.taylorseer_interval}"))
+                if getattr(pipe.transformer, "is_cache_enabled", False):
+                    pipe.transformer.disable_cache()
+                if name in ("fbc", "taylorseer"):
+                    # The cache hooks skip whole blocks from Python: they run on the eager (uncompiled) blocks.
+                    row["uncompiled_blocks"] = uncompile_blocks(pipe.transformer)
+                    spec = f"fbc:{args.fbc_threshold}" if name == "fbc" else f"taylorseer:{args.taylorseer_interval}"
+                    pipe.transformer.enable_cache(parse_cache(spec))
                 elif name not in ("quality", "distill4"):
                     raise ValueError(f"unknown configuration {name!r}")
             if cuda:

@@ -100,8 +100,11 @@ def run(args) -> dict:
                trainable_params=trainable_count(sizes))
     log = (lambda *a: None) if args.quiet or not accelerator.is_main_process else (
         lambda msg: print(f"# {msg}", file=sys.stderr, flush=True))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as own_tmp:
+        # Every process uses the main process's folder (its clips, its run directory).
+        from accelerate.utils import broadcast_object_list
+
+        tmp = Path(broadcast_object_list([own_tmp])[0]) if accelerator.num_processes > 1 else Path(own_tmp)
         data = tmp / "data"
         if accelerator.is_main_process:
             write_clips(data, max(2, accelerator.num_processes * args.batch_size), args.frames, height, width)

@@ -91,6 +91,13 @@ def test_cache_modes(wan_dir, ex4d_ckpt, eager):
     p = load_pipeline(wan_dir, ex4d_ckpt)
     configure_speed(p, SpeedSettings(cache="fbc:1e9"), "cpu")
     assert not torch.allclose(_run(p), eager, atol=1e-3)
+    # TaylorSeer (lite): with 6 steps, interval 2, the blocks run on steps 0-2 and 4 only
+    p = load_pipeline(wan_dir, ex4d_ckpt)
+    configure_speed(p, SpeedSettings(cache="taylorseer:2"), "cpu")
+    calls = []
+    p.transformer.blocks[0].attn1.register_forward_hook(lambda *a: calls.append(1))
+    _run(p, num_inference_steps=6)
+    assert len(calls) == 4
 
 
 def test_quality_mode_with_group_offload_keeps_lora_unfused(wan_dir, ex4d_ckpt, eager):

@@ -220,7 +220,7 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
             std = tuple(getattr(self.image_processor, "image_std", std))
         x = F.interpolate(image.float(), size=(size, size), mode="bicubic", align_corners=False)
         x = x * 0.5 + 0.5
-        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        x = (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)  # on the image's device
         x = x.to(device=device, dtype=self.image_encoder.dtype)
         out = self.image_encoder(pixel_values=x, output_hidden_states=True)
         return out.hidden_states[-2]

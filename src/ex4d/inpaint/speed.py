@@ -15,8 +15,9 @@ Fast modes change the outputs (labelled approximate in the docs and the benchmar
 
 * ``cache="fbc:<threshold>"`` — diffusers' FirstBlockCache: a step whose first-block residual changed by less than
   the threshold (relative L1) reuses the cached residual of the remaining blocks;
-* ``cache="taylorseer[:<interval>]"`` — diffusers' TaylorSeer cache: full computation every ``interval`` steps,
-  Taylor-extrapolated features in between.
+* ``cache="taylorseer[:<interval>]"`` — diffusers' TaylorSeer cache (lite mode): the DiT blocks run every
+  ``interval`` steps (and the first 3), and in between the features entering the output projection are
+  Taylor-extrapolated, so those steps cost almost nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from ex4d.errors import InputError
 
 __all__ = ["SpeedSettings", "SPEED_MODES", "configure_speed", "pick_attention_backend", "set_model_attention_backend",
-           "fuse_lora", "unfuse_lora", "parse_cache"]
+           "fuse_lora", "unfuse_lora", "parse_cache", "uncompile_blocks"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +128,22 @@ def parse_cache(spec: str | None):
         if name == "fbc":
             return FirstBlockCacheConfig(threshold=float(value or 0.05))
         if name == "taylorseer":
-            return TaylorSeerCacheConfig(cache_interval=int(value or 4))
+            # Lite mode: on predicted steps the whole block stack is skipped and the output projection's input
+            # is Taylor-extrapolated (the default mode hooks attention only and, for Wan, computes every step).
+            return TaylorSeerCacheConfig(cache_interval=int(value or 4), use_lite_mode=True)
     except ValueError:
         pass
     raise InputError(f"--cache: expected fbc[:threshold] or taylorseer[:interval], found {spec!r}")
+
+
+def uncompile_blocks(model: torch.nn.Module) -> int:
+    """Undo ``compile_repeated_blocks`` (``Module.compile``) on every block; returns how many were compiled."""
+    count = 0
+    for m in model.modules():
+        if getattr(m, "_compiled_call_impl", None) is not None:
+            m._compiled_call_impl = None
+            count += 1
+    return count
 
 
 def _offloaded_or_cast(model: torch.nn.Module) -> bool:
@@ -175,7 +188,9 @@ def configure_speed(pipe, settings: SpeedSettings = SpeedSettings(), device: tor
         transformer.enable_cache(cache)
     summary["cache"] = settings.cache
 
-    compile_ = settings.compile if settings.compile is not None else (quality and device.type == "cuda")
+    # Step caches decide in Python which blocks to skip; dynamo cannot trace their hooks, so no compile with them.
+    compile_ = settings.compile if settings.compile is not None else (
+        quality and device.type == "cuda" and cache is None)
     if compile_:
         transformer.compile_repeated_blocks(fullgraph=True, backend=settings.compile_backend)
     summary["compile"] = bool(compile_)
