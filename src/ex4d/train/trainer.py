@@ -190,7 +190,10 @@ class Trainer:
         pipe.set_progress_bar_config(disable=True)
         self.params = freeze_and_add_adapter(pipe, self.cfg.lora_rank, self.cfg.lora_alpha, self.cfg.encoder_hidden,
                                              self.cfg.seed)
-        if self.cfg.gradient_checkpointing:
+        # Under FSDP2 the DiT's own (non-reentrant) checkpointing fails in recomputation (measured on 4 GPUs);
+        # accelerate's fsdp_activation_checkpointing wraps the blocks instead (configs/accelerate/fsdp.yaml).
+        fsdp_ac = self.fsdp and getattr(self.accelerator.state.fsdp_plugin, "activation_checkpointing", False)
+        if self.cfg.gradient_checkpointing and not fsdp_ac:
             pipe.transformer.enable_gradient_checkpointing()
         self.device = self.accelerator.device
         pipe.to(self.device)
