@@ -188,3 +188,29 @@ def test_ex4d_fill_loads_the_model_once_for_the_whole_batch(tiny_inputs, tmp_pat
     # Everything cached: the model is not even loaded.
     result = run_manifest(csv, tmp_path / "OUT", rank=0, world_size=1, **options)
     assert [s.status for s in result.items] == ["ok", "ok"] and len(loads) == 1
+
+
+def test_two_processes_under_torchrun_cover_every_item_once(tiny_inputs, tmp_path):
+    """A real ``torchrun --nproc-per-node 2`` launch on the CPU: each rank runs its share, one summary has all."""
+    import socket
+    import subprocess
+    import sys
+
+    video, depth, _, _ = tiny_inputs
+    rows = [f"{video},30,{depth}", "missing0.mp4", f"{video},60,{depth},b", "missing1.mp4", f"{video},90,{depth},c"]
+    csv = write_csv(tmp_path / "list.csv", "input_video,cam,depth,output_dir", *rows)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "ex4d.cli", "run", "--manifest", str(csv), "--output-dir", str(tmp_path / "OUT"), "--quiet",
+           "--fill", "none", "--num-frames", "0", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    merged = json.loads((tmp_path / "OUT" / "summary.json").read_text())
+    assert sorted(i["index"] for i in merged["items"]) == list(range(5)), proc.stderr[-2000:]
+    status = {i["index"]: i["status"] for i in merged["items"]}
+    assert [status[k] for k in range(5)] == ["ok", "failed", "ok", "failed", "ok"]
+    ranks = [json.loads((tmp_path / "OUT" / f"summary.rank{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(i["index"] for i in ranks[0]["items"]) == [0, 2, 4]
+    assert sorted(i["index"] for i in ranks[1]["items"]) == [1, 3]
+    assert proc.returncode == 1  # the merging rank reports the failed items
