@@ -47,3 +47,31 @@ def test_ulysses_needs_divisible_heads(wan_dir, ex4d_ckpt):
         enable_context_parallel(pipe.transformer, ParallelContext(0, heads + 1, torch.device("cpu")), "ulysses")
     with pytest.raises(InputError, match="--parallel-mode"):
         enable_context_parallel(pipe.transformer, ParallelContext(0, 2, torch.device("cpu")), "mesh")
+    # the ring needs an attention backend that returns the log-sum-exp: none on the CPU
+    with pytest.raises(InputError, match="ring: expected CUDA"):
+        enable_context_parallel(pipe.transformer, ParallelContext(0, 2, torch.device("cpu")), "ring")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+@pytest.mark.parametrize("mode", ["ulysses", "ring"])
+def test_two_gpu_context_parallel_equals_one_gpu(wan_dir, ex4d_ckpt, tmp_path, mode):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pipe = load_pipeline(wan_dir, ex4d_ckpt, torch_dtype=torch.bfloat16).to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+    single = pipe(*tiny_videos(5, 32, 32), height=32, width=32, num_inference_steps=2, mask_erode=2,
+                  output_type="latent").frames.cpu()
+    worker = Path(__file__).with_name("cp_worker.py")
+    code = (f"import sys; sys.path.insert(0, {str(worker.parent)!r}); from cp_worker import run_rank_cuda\n"
+            f"run_rank_cuda({str(wan_dir)!r}, {str(ex4d_ckpt)!r}, {str(tmp_path)!r}, {mode!r})")
+    script = tmp_path / "rank.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", str(_free_port()), str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    torch.testing.assert_close(r0, r1, atol=0, rtol=0)
+    torch.testing.assert_close(r0, single, atol=0.05, rtol=0.05)  # bf16

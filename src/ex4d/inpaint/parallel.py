@@ -85,15 +85,22 @@ def enable_context_parallel(transformer, ctx: ParallelContext, mode: str = "ulys
     def cp_capable(name) -> bool:
         return name is not None and _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(name))
 
+    # The ring merges partial attentions with their log-sum-exp, which PyTorch's plain SDPA does not return.
+    allowed = [b for b in CP_BACKENDS if not (mode == "ring" and b == "native")]
     procs = [m.processor for m in transformer.modules() if hasattr(getattr(m, "processor", None), "_attention_backend")]
     current = procs[0]._attention_backend if procs else None
-    if not cp_capable(current):
+    current = getattr(current, "value", current)
+    if not (cp_capable(current) and current in allowed):
         import importlib.util
 
         needs = {"_flash_3": "flash_attn_interface", "flash": "flash_attn"}
         cuda = ctx.device.type == "cuda"
-        current = next(b for b in CP_BACKENDS if cp_capable(b) and (cuda or b == "native")
-                       and (b not in needs or importlib.util.find_spec(needs[b]) is not None))
+        found = [b for b in allowed if cp_capable(b) and (cuda or b == "native")
+                 and (b not in needs or importlib.util.find_spec(needs[b]) is not None)]
+        if not found:
+            raise InputError(f"--parallel-mode ring: expected CUDA devices (cuDNN or flash attention), found "
+                             f"{ctx.device.type}; use --parallel-mode ulysses")
+        current = found[0]
         set_model_attention_backend(transformer, current)
     degree = {"ulysses_degree" if mode == "ulysses" else "ring_degree": ctx.world_size}
     transformer.enable_parallelism(config=ContextParallelConfig(**degree))
