@@ -631,6 +631,19 @@ def _kernels():
                             w1 = h[0]
                             w2 = h[1]
                         w0 = 1.0 - w1 - w2
+                        if w0 < 0.0 or w1 < 0.0 or w2 < 0.0:
+                            # a sample accepted by the edge tolerance just outside the face (or a near-degenerate
+                            # face at extreme depth ratios): clamp onto the face so attributes stay in range
+                            w0 = wp.max(w0, 0.0)
+                            w1 = wp.max(w1, 0.0)
+                            w2 = wp.max(w2, 0.0)
+                            tot = w0 + w1 + w2
+                            if tot > 0.0:
+                                w0 = w0 / tot
+                                w1 = w1 / tot
+                                w2 = w2 / tot
+                            else:
+                                w0 = 1.0
                         if use4 != 0:
                             acc = acc + w * (w0 * attrs4[b, i0] + w1 * attrs4[b, i1] + w2 * attrs4[b, i2])
                         else:

@@ -124,7 +124,16 @@ def rasterize_torch(vertices: torch.Tensor, faces: torch.Tensor, attributes: tor
         w1 = b1.gather(1, win[:, None])[:, 0]
         w2 = b2.gather(1, win[:, None])[:, 0]
         a = attributes[b][faces[win]]  # (S, 3, C)
-        val = (1.0 - w1 - w2)[:, None] * a[:, 0] + w1[:, None] * a[:, 1] + w2[:, None] * a[:, 2]
+        w0 = 1.0 - w1 - w2
+        outside = (w0 < 0) | (w1 < 0) | (w2 < 0)  # accepted by the edge tolerance: clamp onto the face
+        if bool(outside.any()):
+            c0, c1, c2 = w0.clamp_min(0), w1.clamp_min(0), w2.clamp_min(0)
+            tot = c0 + c1 + c2
+            safe = torch.where(tot > 0, tot, torch.ones_like(tot))
+            c0 = torch.where(tot > 0, c0 / safe, torch.ones_like(c0))
+            c1, c2 = torch.where(tot > 0, c1 / safe, 0 * c1), torch.where(tot > 0, c2 / safe, 0 * c2)
+            w0, w1, w2 = (torch.where(outside, c, w) for c, w in ((c0, w0), (c1, w1), (c2, w2)))
+        val = w0[:, None] * a[:, 0] + w1[:, None] * a[:, 1] + w2[:, None] * a[:, 2]
         val = torch.where(covered[:, None], val, torch.zeros_like(val))
         cov = covered.float().reshape(height, s, width, s).mean(dim=(1, 3))
         zsum = torch.where(covered, zmin, torch.zeros_like(zmin)).reshape(height, s, width, s).sum(dim=(1, 3))
