@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TEXT_LEN = 512  # Wan2.1's text context (the pipeline pads prompts to it)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_WRAPPER_SEGMENT = re.compile(r"(?:^|(?<=\.))(?:_checkpoint_wrapped_module|_fsdp_wrapped_module|_orig_mod)\.")
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -325,6 +326,7 @@ class Trainer:
         for name, p in self._unwrapped().named_parameters():
             if not p.requires_grad:
                 continue
+            name = _WRAPPER_SEGMENT.sub("", name)  # FSDP/activation-checkpoint wrappers insert path segments
             t = p.full_tensor() if hasattr(p, "full_tensor") else p
             t = t.detach().cpu().float().clone()
             if name.startswith("condition_encoder."):
