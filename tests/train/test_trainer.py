@@ -369,3 +369,21 @@ def test_bench_train_tiny(capsys):
     assert r["steps"] == 2 and r["step_s"] > 0 and r["trainable_params"] > 0 and np.isfinite(r["losses"]).all()
     assert r["trainable_params"] == bench.trainable_count(bench.TINY)
     assert bench.trainable_count(bench.REAL) == 99_786_752  # spec §7.3: LoRA 76,677,120 + encoder 23,109,632
+
+
+def test_adapter_names_ignore_fsdp_checkpoint_wrappers(wan_dir, data_dir, tmp_path):
+    """accelerate's FSDP2 wraps blocks (``blocks.N._checkpoint_wrapped_module.…``); exported names must not change."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    from ex4d.inpaint import lora as lora_mod
+    from ex4d.train.config import make_config
+    from ex4d.train.trainer import Trainer
+
+    trainer = Trainer(make_config(data=str(data_dir), output_dir=str(tmp_path), steps=1, **FAST), pipe=fresh_pipe(wan_dir))
+    plain_lora, plain_enc = trainer.trainable_state()
+    blocks = trainer.pipe.transformer.blocks
+    blocks[0] = checkpoint_wrapper(blocks[0])
+    assert any("_checkpoint_wrapped_module" in n for n, _ in trainer.pipe.transformer.named_parameters())
+    lora, enc = trainer.trainable_state()
+    assert lora.keys() == plain_lora.keys() == set(lora_mod.lora_target_modules(trainer.pipe.transformer))
+    assert enc.keys() == plain_enc.keys()
