@@ -27,6 +27,7 @@ from ex4d.io.atomic import atomic_path, save_npz_atomic
 from ex4d.utils.device import resolve_device
 
 FILLS = ("offline", "ex4d", "none")
+OFFLINE_FILL_VERSION = 2  # 2: static-background plate + background-biased inpainting
 
 
 #: ``generate_options`` keys that configure loading the generation pipeline, not one generation.
@@ -244,8 +245,10 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
             if save_arrays:
                 save_npz_atomic(output_arrays, frames=frames)
 
-        stage(f"fill_{name}", {"fill": fill, "recon_record": recon_record, "generate": generate_options or {},
-                               "arrays": save_arrays},
+        # The offline fill's algorithm version is part of its settings: an improved fill recomputes old outputs.
+        fill_version = OFFLINE_FILL_VERSION if fill == "offline" else None
+        stage(f"fill_{name}", {"fill": fill, "fill_version": fill_version, "recon_record": recon_record,
+                               "generate": generate_options or {}, "arrays": save_arrays},
               [output] + ([output_arrays] if save_arrays else []), fill_holes)
         result.outputs[cam] = files["output"] = output
 
