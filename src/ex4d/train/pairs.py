@@ -19,7 +19,7 @@ import secrets
 import shutil
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +29,8 @@ from ex4d import __version__
 from ex4d.errors import InputError
 from ex4d.io.atomic import atomic_path
 
-__all__ = ["Clip", "ClipOutcome", "MASK_KINDS", "PairSettings", "PrepareResult", "TRACK_HOLES", "build_pairs",
-           "find_clips", "make_pair", "parse_mask_kinds", "parse_trajectories", "process_clip"]
+__all__ = ["Clip", "ClipOutcome", "MASK_KINDS", "PairSettings", "PrepareResult", "TRACKERS", "TRACK_HOLES",
+           "build_pairs", "find_clips", "make_pair", "parse_mask_kinds", "parse_trajectories", "process_clip"]
 
 #: Mask kinds: a rendering mask, a tracking mask, or both combined (a pixel is kept only if both keep it).
 MASK_KINDS = ("render", "track", "both")
@@ -38,6 +38,8 @@ MASK_KINDS = ("render", "track", "both")
 DEFAULT_KIND_WEIGHTS = {"render": 0.7, "track": 0.3, "both": 0.3}
 #: What a tracking mask's hole is made of (see :attr:`PairSettings.track_hole`).
 TRACK_HOLES = ("blobs", "render")
+#: What tracking masks' holes move along (see :attr:`PairSettings.tracker`); a callable is also accepted.
+TRACKERS = ("flow", "tracks")
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif"})
 PAIR_FILES = ("target.mp4", "cond.mp4", "mask.mp4", "pair.npz", "meta.json")
 INDEX_NAME = "index.jsonl"
@@ -72,6 +74,11 @@ class PairSettings:
     track_hole: str = "blobs"
     """What a tracking mask carries along the flow: ``blobs`` (random ellipses) or ``render`` (the hidden region of
     the rendering mask of a random frame: a disocclusion's shape; needs depth)."""
+    tracker: object = "flow"
+    """What tracking masks' holes move along: ``"flow"`` (OpenCV Farnebäck optical flow), ``"tracks"`` (point
+    tracks from ``<stem>.tracks.npz`` beside each clip, see ``docs/training.md``) or a callable
+    ``(frames: (T, H, W, 3) uint8) -> (tracks (T, N, 2), visible (T, N) bool)`` run on each working clip, e.g. a
+    learned point tracker (coordinates in the clip's pixels, pixel centres at ``u + 0.5``)."""
     save_frames: bool = False
     """Also store the exact frames in ``pair.npz`` (``frames``), since H.264 is lossy."""
     device: str = "cpu"
@@ -81,8 +88,14 @@ class PairSettings:
 
     def record(self, clip: "Clip") -> dict:
         """The settings a finished clip is compared against on resume (JSON-ready)."""
-        out = asdict(self)
+        out = asdict(replace(self, tracker="flow"))  # asdict would deep-copy a tracker object (and its model)
         out.pop("device"), out.pop("batch_size")
+        if callable(self.tracker):
+            out["tracker"] = _callable_name(self.tracker)
+        elif self.tracker == "flow":
+            out.pop("tracker")  # pairs made before this setting existed stay valid
+        else:
+            out["tracker"] = self.tracker
         out["trajectories"], out["mask_kinds"] = list(self.trajectories), dict(self.mask_kinds)
         out["video"] = clip.video.name
         out["depth_source"] = clip.depth_source(self)
@@ -91,6 +104,11 @@ class PairSettings:
         else:
             out.pop("depth_backend"), out.pop("depth_options")
         return json.loads(json.dumps(out, default=str))
+
+
+def _callable_name(fn) -> str:
+    fn_type = fn if isinstance(fn, type) or hasattr(fn, "__qualname__") else type(fn)
+    return f"callable:{getattr(fn_type, '__module__', '?')}.{getattr(fn_type, '__qualname__', repr(fn_type))}"
 
 
 @dataclass(frozen=True)
@@ -258,7 +276,7 @@ def make_pair(clip: Clip, settings: PairSettings) -> tuple[dict, dict]:
     from ex4d.geometry.trajectory import make_trajectory, reference_radius
     from ex4d.io.video import load_video
     from ex4d.mesh.build import MeshSettings
-    from ex4d.train.masks import random_hole, rendering_mask, tracking_mask
+    from ex4d.train.masks import random_hole, rendering_mask
     from ex4d.utils.device import resolve_device
 
     # Every draw happens whatever the kind, so that one clip's choices never depend on another setting's outcome.
@@ -276,6 +294,8 @@ def make_pair(clip: Clip, settings: PairSettings) -> tuple[dict, dict]:
     arrays: dict = {}
     meta: dict = {"mask_kind": kind, "trajectory": None, "hole": None, "depth_source": None}
     tracks = kind in ("track", "both")
+    if tracks and settings.tracker == "tracks":
+        _tracks_file(clip)  # fail before the (slow) depth, not after
     render_mask = None
     if kind in ("render", "both") or (tracks and settings.track_hole == "render"):
         depth = _clip_depth(clip, video, settings)  # only here: a depth model is the slowest step by far
@@ -298,11 +318,37 @@ def make_pair(clip: Clip, settings: PairSettings) -> tuple[dict, dict]:
                 hole, hole_meta = ~render_mask[k], {"kind": "render", "frame": k}
         if hole is None:
             hole = random_hole(H, W, hole_rng)
-        mask &= tracking_mask(frames, hole)
-        meta["hole"] = {**hole_meta, "area_fraction": round(float(hole.mean()), 6)}
+        keep, tracker = _moving_hole(clip, video, hole, settings)
+        mask &= keep
+        meta["hole"] = {**hole_meta, "area_fraction": round(float(hole.mean()), 6), "tracker": tracker}
     arrays.update(frames=frames, mask=mask)
     meta.update(num_frames=T, height=H, width=W, fps=video.fps, kept_fraction=round(float(mask.mean()), 6))
     return arrays, meta
+
+
+def _tracks_file(clip: Clip) -> Path:
+    from ex4d.train.tracks import tracks_path
+
+    path = tracks_path(clip.video, clip.name)
+    if not path.is_file():
+        raise InputError(f"no tracks file {path.name} beside {clip.video.name} (needed with --tracker tracks)")
+    return path
+
+
+def _moving_hole(clip: Clip, video, hole: np.ndarray, settings: PairSettings) -> tuple[np.ndarray, str]:
+    """(tracking mask (T, H, W) bool, True = kept; what it moved along, for ``meta.json``)."""
+    from ex4d.train.masks import tracking_mask
+    from ex4d.train.tracks import check_tracks, load_tracks_file, tracks_mask
+
+    frames = video.frames
+    if settings.tracker == "flow":
+        return tracking_mask(frames, hole), "flow"
+    if settings.tracker == "tracks":
+        path = _tracks_file(clip)
+        tracks, visible = load_tracks_file(path, len(frames), frames.shape[1:3], video.source_size)
+        return tracks_mask(frames.shape[:3], hole, tracks, visible), f"file:{path.name}"
+    tracks, visible = check_tracks(*settings.tracker(frames), num_frames=len(frames))
+    return tracks_mask(frames.shape[:3], hole, tracks, visible), _callable_name(settings.tracker)
 
 
 def _write_clip(folder: Path, arrays: dict, meta: dict, save_frames: bool) -> None:
@@ -406,7 +452,8 @@ def build_pairs(videos: str | os.PathLike | list[Clip], output_dir: str | os.Pat
         ``index.jsonl``, which lists every finished clip of ``videos`` (new or skipped).
 
     Raises:
-        InputError: no clips, bad settings, or OpenCV missing while tracking masks are asked for.
+        InputError: no clips, bad settings, or OpenCV missing while tracking masks along optical flow are asked
+            for.
     """
     clips = find_clips(videos) if not isinstance(videos, list) else videos
     if workers < 1:
@@ -415,7 +462,17 @@ def build_pairs(videos: str | os.PathLike | list[Clip], output_dir: str | os.Pat
         raise InputError(f"track_hole must be one of {', '.join(TRACK_HOLES)}, got {settings.track_hole!r}")
     if settings.height % 2 or settings.width % 2 or min(settings.height, settings.width) < 2:
         raise InputError(f"height and width must be even (H.264 yuv420p), got {settings.height}×{settings.width}")
-    if any(k in ("track", "both") and w > 0 for k, w in settings.mask_kinds):
+    if not (callable(settings.tracker) or settings.tracker in TRACKERS):
+        raise InputError(f"tracker must be one of {', '.join(TRACKERS)} or a callable, got {settings.tracker!r}")
+    if callable(settings.tracker) and workers > 1:
+        import pickle
+
+        try:
+            pickle.dumps(settings.tracker)
+        except Exception as exc:
+            raise InputError("a tracker callable must be picklable (e.g. a module-level function) to run with "
+                             f"workers > 1: {type(exc).__name__}: {exc}") from None
+    if settings.tracker == "flow" and any(k in ("track", "both") and w > 0 for k, w in settings.mask_kinds):
         from ex4d.train.masks import require_cv2
 
         try:

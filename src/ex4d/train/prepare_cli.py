@@ -21,10 +21,10 @@ def add_prepare_parser(sub) -> argparse.ArgumentParser:
         "prepare", help="build training pairs (target, masked colour, mask) from monocular videos",
         description="For every clip in --videos: a simulated mask (rendering: what a novel camera on a sampled "
                     "trajectory would see, brought back to the source view; tracking: a hole carried along "
-                    "optical flow; or both), written as DATA/<clip>/target.mp4, cond.mp4, mask.mp4 (255 = kept), "
-                    "pair.npz and meta.json, plus DATA/index.jsonl. Depth: <stem>.npz beside a video, else "
-                    "--depth-backend. Reruns skip finished clips. Tracking masks need OpenCV: "
-                    "pip install \"ex4d[train]\".")
+                    "optical flow or point tracks; or both), written as DATA/<clip>/target.mp4, cond.mp4, "
+                    "mask.mp4 (255 = kept), pair.npz and meta.json, plus DATA/index.jsonl. Depth: <stem>.npz "
+                    "beside a video, else --depth-backend. Reruns skip finished clips. Tracking masks along "
+                    "optical flow need OpenCV: pip install \"ex4d[train]\".")
     p.add_argument("--videos", required=True, help="folder of clips (video files or image folders)")
     p.add_argument("--output-dir", required=True, help="DATA folder (created if missing)")
     p.add_argument("--trajectories", default="30,60,90,180",
@@ -37,6 +37,10 @@ def add_prepare_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--track-hole", choices=("blobs", "render"), default="blobs",
                    help="what tracking masks carry along the flow: random ellipses, or the hidden region of a "
                         "random frame's rendering mask (needs depth; default blobs)")
+    p.add_argument("--tracker", choices=("flow", "tracks"), default="flow",
+                   help="what tracking masks' holes move along: OpenCV optical flow, or point tracks read from "
+                        "<stem>.tracks.npz beside each clip (e.g. from CoTracker3; a clip without one fails; "
+                        "layout in docs/training.md) (default flow)")
     p.add_argument("--workers", type=positive_int, default=1, help="clips processed in parallel (processes)")
     p.add_argument("--num-frames", type=positive_int, default=49, help="frames taken from the start (default 49)")
     p.add_argument("--height", type=positive_int, default=512, help="working height (default 512)")
@@ -76,7 +80,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     settings = PairSettings(
         trajectories=trajectories, random_sign=not args.fixed_sign,
         num_frames=args.num_frames, height=args.height, width=args.width,
-        mask_kinds=mask_kinds, track_hole=args.track_hole, seed=args.seed, depth_backend=args.depth_backend,
+        mask_kinds=mask_kinds, track_hole=args.track_hole, tracker=args.tracker, seed=args.seed,
+        depth_backend=args.depth_backend,
         depth_options=depth_options, depth_file_options=file_options,
         intrinsics={"intrinsics": args.intrinsics_policy, "focal_px": args.focal, "fov_deg": args.fov},
         save_frames=args.save_frames, device=args.device, batch_size=args.batch_size)
