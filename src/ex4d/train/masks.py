@@ -9,7 +9,8 @@ where frame 0 is the source frame itself.
   foreground objects, content leaving the frame), so that ``cond = V ⊙ M`` looks like the inputs the model gets
   at inference, while the target ``V`` is known.
 * :func:`tracking_mask` — a hole that moves with the scene: defined on frame 0 and carried along dense optical
-  flow (OpenCV's Farnebäck), so that holes stay attached to the content as it moves.
+  flow (OpenCV's Farnebäck), so that holes stay attached to the content as it moves. The same along point tracks
+  (e.g. CoTracker3's, as the reference): :func:`ex4d.train.tracks.tracks_mask`.
 """
 
 from __future__ import annotations

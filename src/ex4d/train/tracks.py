@@ -98,9 +98,9 @@ def load_tracks_file(path: str | os.PathLike, num_frames: int, size: tuple[int, 
     tracks, visible = check_tracks(tracks, visible)
     if tracks.shape[0] < num_frames:
         raise InputError(f"{path.name}: tracks cover {tracks.shape[0]} frames, need {num_frames}")
-    h0, w0 = file_size if file_size is not None else source_size
     if file_size is not None and (len(file_size) != 2 or min(file_size) <= 0):
         raise InputError(f"{path.name}: size must be (H, W), got {file_size}")
+    h0, w0 = file_size if file_size is not None else source_size
     scale = np.array([size[1] / w0, size[0] / h0])
     return tracks[:num_frames] * scale, visible[:num_frames]
 
