@@ -21,7 +21,7 @@ from ex4d.io.atomic import save_npz_atomic
 from ex4d.io.trajectory_file import TRAJECTORY_SUFFIXES, load_trajectory
 from ex4d.io.video import Video, load_video, probe_video, save_video
 from ex4d.mesh.build import MeshBatch, MeshSettings, build_dw_mesh
-from ex4d.render.dwmesh import RenderSettings, render_dw_mesh
+from ex4d.render.dwmesh import RenderSettings, render_dw_mesh_into
 from ex4d.utils.device import resolve_device
 
 
@@ -216,10 +216,14 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
                              torch.from_numpy(source_K[sl]).to(dev), mesh_settings)
         if start == 0:
             mesh0 = _first_frame(mesh)
-        out = render_dw_mesh(mesh, w2c_all[sl].to(dev), torch.from_numpy(target_K[sl]).to(dev), render_settings)
-        color_t[sl] = out.color.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
-        mask_t[sl] = out.seen
-        depth_t[sl] = out.depth_z
+        targets = (color_t[sl], mask_t[sl], depth_t[sl])
+        if dev.type != "cpu":  # rendered on the device, copied to the host outputs in uint8 (a quarter of float)
+            targets = tuple(torch.empty(t.shape, dtype=t.dtype, device=dev) for t in targets)
+        render_dw_mesh_into(mesh, w2c_all[sl].to(dev), torch.from_numpy(target_K[sl]).to(dev), render_settings,
+                            *targets)
+        if dev.type != "cpu":
+            for host, on_device in zip((color_t[sl], mask_t[sl], depth_t[sl]), targets):
+                host.copy_(on_device)
     if trajectory.starts_at_source() and np.allclose(target_K[0], source_K[0]):
         # As the reference: frame 0 is the source frame itself, fully seen.
         color[0], mask[0], depth_out[0] = video.frames[0], True, depth_arr[0]

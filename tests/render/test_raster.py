@@ -292,3 +292,39 @@ def test_thread_count_does_not_change_results():
         torch.set_num_threads(threads)
     for name in ("attributes", "depth", "coverage"):
         assert torch.equal(getattr(one, name), getattr(three, name)), name
+
+
+@pytest.mark.parametrize("supersample", [1, 2])
+def test_fused_uint8_output_equals_the_float_path(supersample):
+    """render_dw_mesh_into (resolve writes uint8 colour + mask) == render_dw_mesh + to_uint8, bit for bit."""
+    from ex4d.geometry.conventions import reference_intrinsics
+    from ex4d.geometry.trajectory import make_trajectory
+    from ex4d.mesh.build import build_dw_mesh
+    from ex4d.render.dwmesh import RenderSettings, render_dw_mesh, render_dw_mesh_into, to_uint8
+    from ex4d.render.raster import RasterSettings
+
+    T, H, W = 4, 40, 56
+    g = torch.Generator().manual_seed(0)
+    depth = 3.0 + 0.3 * torch.linspace(0, 1, W).expand(T, H, W).clone()  # a smooth slanted wall
+    depth[:, 10:25, 15:35] = 1.5  # a near box: occluders, holes, partial alpha at edges
+    frames = torch.randint(0, 256, (T, H, W, 3), generator=g, dtype=torch.uint8)
+    K = reference_intrinsics(H, W)
+    settings = RenderSettings(raster=RasterSettings(supersample=supersample))
+    mesh = build_dw_mesh(depth, frames, K)
+    w2c = make_trajectory("orbit:angle=40", T, 3.0).w2c_tensor()
+    ref = render_dw_mesh(mesh, w2c, K, settings)
+    color, seen = torch.empty(T, H, W, 3, dtype=torch.uint8), torch.empty(T, H, W, dtype=torch.bool)
+    depth_z = torch.empty(T, H, W)
+    render_dw_mesh_into(mesh, w2c, K, settings, color, seen, depth_z)
+    assert 0.2 < float(seen.float().mean()) < 1.0  # something is hidden, something seen
+    assert torch.equal(color, to_uint8(ref.color)) and torch.equal(seen, ref.seen)
+    assert torch.equal(depth_z, ref.depth_z)
+    # the torch backend takes the conversion path, same frames up to the backends' own tolerance
+    c2, s2, d2 = torch.empty_like(color), torch.empty_like(seen), torch.empty_like(depth_z)
+    render_dw_mesh_into(mesh, w2c, K, RenderSettings(backend="torch", raster=settings.raster), c2, s2, d2)
+    assert float((s2 != seen).float().mean()) < 0.01
+    with pytest.raises(ValueError, match="rgba_u8 color"):
+        from ex4d.render.raster import rasterize
+
+        rasterize(mesh.vertices, mesh.faces, mesh.colors, w2c, K, H, W,
+                  rgba_u8=(color[:, :-1], seen, depth_z))

@@ -65,3 +65,32 @@ def render_dw_mesh(mesh: MeshBatch, w2c: torch.Tensor, K: torch.Tensor,
     seen = out.attributes[..., 3] > settings.alpha_threshold
     color = out.attributes[..., :3] * seen[..., None]
     return RenderedFrames(color=color, seen=seen, depth_z=out.depth)
+
+
+def to_uint8(color: torch.Tensor) -> torch.Tensor:
+    """(…, 3) float colour in [0, 1] → uint8, rounded half to even and clamped (the videos' pixel values)."""
+    return color.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def render_dw_mesh_into(mesh: MeshBatch, w2c: torch.Tensor, K: torch.Tensor, settings: RenderSettings,
+                        color: torch.Tensor, seen: torch.Tensor, depth_z: torch.Tensor) -> None:
+    """:func:`render_dw_mesh` written straight into the final frames: ``color`` (B, H, W, 3) uint8
+    (= :func:`to_uint8` of the float colour), ``seen`` (B, H, W) bool, ``depth_z`` (B, H, W) float32.
+
+    With the Warp backend and the outputs contiguous on the mesh's device, the rasteriser's resolve pass writes
+    them directly (one pass over the frames instead of five); otherwise the float render is converted.
+    """
+    device = mesh.vertices.device
+    direct = (settings.backend == "warp" and mesh.colors.shape[-1] == 4
+              and all(t.device == device and t.is_contiguous() for t in (color, seen, depth_z)))
+    if direct:
+        from ex4d.render.raster import rasterize
+
+        rasterize(mesh.vertices, mesh.faces, mesh.colors, w2c.to(device), K.to(device), mesh.height, mesh.width,
+                  settings.raster, face_mask=mesh.face_mask, rgba_u8=(color, seen, depth_z),
+                  alpha_threshold=settings.alpha_threshold)
+        return
+    out = render_dw_mesh(mesh, w2c, K, settings)
+    color.copy_(to_uint8(out.color))
+    seen.copy_(out.seen)
+    depth_z.copy_(out.depth_z)

@@ -46,6 +46,7 @@ import functools
 import math
 import numbers
 import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -587,7 +588,8 @@ def _kernels():
                 keys: wp.array3d(dtype=wp.int64), bary: wp.array3d(dtype=wp.vec2), store: int,
                 attrs4: wp.array2d(dtype=wp.vec4), use4: int, out_attr: wp.array4d(dtype=float),
                 out_attr4: wp.array3d(dtype=wp.vec4), out_depth: wp.array3d(dtype=float),
-                out_cov: wp.array3d(dtype=float)):
+                out_cov: wp.array3d(dtype=float), u8: int, thr: float, out_rgb8: wp.array4d(dtype=wp.uint8),
+                out_seen: wp.array3d(dtype=wp.bool)):
         # thread (frame b0 + bi, row v, run t of pixels): the winners' barycentrics (kept by the raster pass, or
         # re-derived) interpolate the attributes, averaged over each pixel's samples
         bi, v, t = wp.tid()
@@ -600,7 +602,7 @@ def _kernels():
         fs = float(s)
         pow2 = int((s & (s - 1)) == 0)
         w = 1.0 / float(s * s)
-        for u in range(t * run, wp.min(t * run + run, out_cov.shape[2])):
+        for u in range(t * run, wp.min(t * run + run, out_depth.shape[2])):
             acc = wp.vec4(0.0, 0.0, 0.0, 0.0)  # the attributes when there are 4 (use4: vec4 views)
             if use4 == 0:
                 for c in range(nc):
@@ -652,13 +654,24 @@ def _kernels():
                                 out_attr[b, v, u, c] = out_attr[b, v, u, c] + w * val
                         zsum += key_depth(key)
                         n += 1
-            if use4 != 0:
+            if u8 != 0:
+                # RGBA straight to the video's uint8 colour and mask: seen = alpha > thr, colour × seen, rounded
+                # half to even and clamped, exactly as the float path followed by torch's round/clamp/cast
+                seen = acc[3] > thr
+                out_seen[b, v, u] = seen
+                for c in range(3):
+                    val = float(0.0)
+                    if seen:
+                        val = wp.clamp(wp.rint(acc[c] * 255.0), 0.0, 255.0)
+                    out_rgb8[b, v, u, c] = wp.uint8(int(val))
+            elif use4 != 0:
                 out_attr4[b, v, u] = acc
             if n > 0:
                 out_depth[b, v, u] = zsum / float(n)
             else:
                 out_depth[b, v, u] = 0.0
-            out_cov[b, v, u] = float(n) * w
+            if u8 == 0:
+                out_cov[b, v, u] = float(n) * w
 
     return vertex, clear, raster, raster_big, resolve
 
@@ -680,6 +693,21 @@ def _scratch(wp, N: int, hs: int, ws: int):
     return _SCRATCH.arrays
 
 
+_FACES32: list = [None, None]  # (weak reference to the last faces tensor, its int32 copy)
+
+
+def _faces_int32(faces: torch.Tensor) -> torch.Tensor:
+    """``faces`` as int32, converted once per faces tensor (a video's batches share one, see ``grid_faces``)."""
+    if faces.dtype == torch.int32:
+        return faces
+    ref, cached = _FACES32
+    if ref is not None and ref() is faces and cached.shape == faces.shape and cached.device == faces.device:
+        return cached
+    cached = faces.to(torch.int32)
+    _FACES32[:] = [weakref.ref(faces), cached]
+    return cached
+
+
 def _k_inverse(K: torch.Tensor) -> torch.Tensor:
     """``K^-1`` exactly as :func:`camera_inputs` computes it (without its host sync on CUDA)."""
     Kd = K.double()
@@ -690,7 +718,8 @@ def _k_inverse(K: torch.Tensor) -> torch.Tensor:
 
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Tensor, w2c: torch.Tensor,
               K: torch.Tensor, height: int, width: int, settings: RasterSettings = RasterSettings(),
-              face_mask: torch.Tensor | None = None) -> RasterOutput:
+              face_mask: torch.Tensor | None = None, *, rgba_u8: tuple | None = None,
+              alpha_threshold: float = 0.5) -> RasterOutput:
     """Rasterise B triangle meshes (shared faces) into B views, with perspective-correct attributes.
 
     No back-face culling; edges are inclusive (tolerance :data:`EDGE_TOL_PX`); triangles crossing the near plane
@@ -707,6 +736,11 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Ten
         width: output columns W.
         settings: near/far planes and supersampling.
         face_mask: (B, F) bool, False = face not rendered in that frame; None renders all.
+        rgba_u8: for RGBA attributes (C = 4), ``(color (B, H, W, 3) uint8, seen (B, H, W) bool, depth (B, H, W)
+            float32)`` contiguous tensors on the inputs' device to write the final frames into (seen = alpha >
+            ``alpha_threshold``; colour × seen, rounded half to even, clamped) instead of float attributes: one pass
+            instead of five over the frames on the CPU. The returned RasterOutput then holds only ``depth`` (that
+            same tensor); its attributes and coverage are empty.
 
     Returns:
         RasterOutput with attributes (B, H, W, C), depth (B, H, W), coverage (B, H, W), on the inputs' device.
@@ -720,27 +754,52 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, attributes: torch.Ten
     F, C, dev, s = faces.shape[0], attributes.shape[2], vertices.device, settings.supersample
     height, width, s = int(height), int(width), int(s)
     if F == 0:
+        if rgba_u8 is not None:
+            for t in rgba_u8:
+                t.zero_()
+            return RasterOutput(torch.empty(0, device=dev), rgba_u8[2], torch.empty(0, device=dev))
         return empty_output(B, height, width, C, dev)
     wp = warp_module()
     vertex, clear, raster, raster_big, resolve = _kernels()
     device = wp.device_from_torch(dev)
     hs, ws = height * s, width * s
     near, far = float(settings.near), float(settings.far)
-    out = RasterOutput(torch.empty(B, height, width, C, device=dev), torch.empty(B, height, width, device=dev),
-                       torch.empty(B, height, width, device=dev))
+    u8 = int(rgba_u8 is not None)
+    if u8:
+        rgb8, seen8, depth8 = rgba_u8
+        if C != 4:
+            raise ValueError(f"rgba_u8: expected RGBA attributes (C = 4), got C = {C}")
+        for name, t, shape, dtype in (("color", rgb8, (B, height, width, 3), torch.uint8),
+                                      ("seen", seen8, (B, height, width), torch.bool),
+                                      ("depth", depth8, (B, height, width), torch.float32)):
+            if tuple(t.shape) != shape or t.dtype != dtype or t.device != dev or not t.is_contiguous():
+                raise ValueError(f"rgba_u8 {name}: expected contiguous {shape} {dtype} on {dev}, got "
+                                 f"{tuple(t.shape)} {t.dtype} on {t.device}")
+        out = RasterOutput(torch.empty(0, device=dev), depth8, torch.empty(0, device=dev))
+    else:
+        out = RasterOutput(torch.empty(B, height, width, C, device=dev), torch.empty(B, height, width, device=dev),
+                           torch.empty(B, height, width, device=dev))
     use_mask = int(face_mask is not None)
     mask = torch.ones(1, 1, dtype=torch.bool, device=dev) if face_mask is None else face_mask
     attributes = attributes.detach().contiguous()
     use4 = int(C == 4)  # RGBA: vec4 views of the attributes, accumulated in registers
-    arrays = [(vertices, wp.vec3), (w2c.double(), wp.mat44d), (faces.to(torch.int32), wp.int32), (mask, wp.bool),
-              (K, wp.mat33), (_k_inverse(K), wp.mat33), (attributes, wp.float32), (out.attributes, wp.float32),
-              (out.depth, wp.float32), (out.coverage, wp.float32)]
+    dummy_attr = torch.empty(1, 1, 1, C, device=dev)
+    arrays = [(vertices, wp.vec3), (w2c.double(), wp.mat44d), (_faces_int32(faces), wp.int32), (mask, wp.bool),
+              (K, wp.mat33), (_k_inverse(K), wp.mat33), (attributes, wp.float32),
+              (dummy_attr if u8 else out.attributes, wp.float32), (out.depth, wp.float32),
+              (torch.empty(1, 1, 1, device=dev) if u8 else out.coverage, wp.float32)]
     verts, w2c, faces, mask, K, kinv, attrs, o_attr, o_depth, o_cov = (
         wp.from_torch(t.detach().contiguous(), dtype=d) for t, d in arrays)
-    attrs4, o_attr4 = ((wp.from_torch(attributes, dtype=wp.vec4), wp.from_torch(out.attributes, dtype=wp.vec4))
+    attrs4, o_attr4 = ((wp.from_torch(attributes, dtype=wp.vec4),
+                        wp.from_torch(dummy_attr if u8 else out.attributes, dtype=wp.vec4))
                        if use4 else (wp.empty((1, 1), dtype=wp.vec4, device=device),
                                      wp.empty((1, 1, 1), dtype=wp.vec4, device=device)))
-    outputs = [attrs4, use4, o_attr, o_attr4, o_depth, o_cov]
+    if u8:
+        o_rgb8, o_seen = wp.from_torch(rgb8, dtype=wp.uint8), wp.from_torch(seen8, dtype=wp.bool)
+    else:
+        o_rgb8 = wp.empty((1, 1, 1, 1), dtype=wp.uint8, device=device)
+        o_seen = wp.empty((1, 1, 1), dtype=wp.bool, device=device)
+    outputs = [attrs4, use4, o_attr, o_attr4, o_depth, o_cov, u8, float(alpha_threshold), o_rgb8, o_seen]
 
     if dev.type == "cpu" and not _BATCHED_ON_CPU:
         unused_queue, unused_counters = wp.empty(1, dtype=wp.vec2i, device=device), wp.zeros(4, dtype=int,
