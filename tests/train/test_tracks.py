@@ -97,6 +97,53 @@ def test_few_tracks_translate_the_hole_exactly():
         assert (~keep[2] == expected).all()
 
 
+def test_rasterised_interpolation_equals_scipys():
+    """The NumPy rasteriser against scipy's LinearNDInterpolator on the same triangulation (small chunks too)."""
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import Delaunay
+
+    from ex4d.train.tracks import _rasterise_linear
+
+    rng = np.random.default_rng(3)
+    points = np.concatenate([rng.uniform(-4, W + 4, (150, 2)), [[-2, -2], [W + 2, -2], [W + 2, H + 2], [-2, H + 2]]])
+    values = rng.normal(size=(len(points), 2))
+    tri = Delaunay(points)
+    u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    expected = LinearNDInterpolator(tri, values)(np.stack([u.ravel(), v.ravel()], -1))
+    for chunk in (1 << 21, 97):
+        field = _rasterise_linear(points, values, tri.simplices, H, W, chunk=chunk)
+        assert np.allclose(field, expected, atol=1e-9)  # NaN nowhere: the corners' hull covers the image
+
+
+def test_tracks_agree_with_optical_flow_on_a_moving_texture():
+    """Two independent paths, the same motion: Farnebäck flow on the pixels vs analytic tracks."""
+    pytest.importorskip("cv2")
+    rng = np.random.default_rng(2)
+    (du, dv), n = (1.5, -0.75), 8
+    canvas = gaussian_filter(rng.uniform(0, 255, (H + 40, W + 40, 3)), (2, 2, 0))
+    canvas = (canvas - canvas.min()) / np.ptp(canvas) * 255
+    frames = np.stack([np.clip(nd_shift(canvas, (dv * t, du * t, 0), order=1)[20:20 + H, 20:20 + W], 0, 255)
+                       for t in range(n)]).astype(np.uint8)
+    tracks = _rigid(_grid_points(rng), n, 0.0, (du, dv), CENTRE)
+    hole = _truth(0)
+    by_tracks = tracks_mask((n, H, W), hole, tracks, np.ones(tracks.shape[:2], bool))
+    by_flow = masks.tracking_mask(frames, hole)
+    for t in range(1, n):
+        assert _iou(~by_tracks[t], ~by_flow[t]) > 0.85, t
+    assert _iou(hole, ~by_tracks[-1]) < 0.5
+
+
+def test_tracks_file_size_sets_the_scale(tmp_path):
+    """Coordinates are scaled from the file's ``size`` (else the video's) to the working size: corners to corners."""
+    tracks = np.array([[[0.0, 0.0], [100.0, 50.0], [50.0, 25.0]]] * 3)
+    np.savez(tmp_path / "c.tracks.npz", tracks=tracks, visible=np.ones((3, 3), bool), size=np.array([50, 100]))
+    scaled, visible = load_tracks_file(tmp_path / "c.tracks.npz", 2, (H, W), (999, 999))
+    assert scaled.shape == (2, 3, 2) and visible.all()
+    assert np.allclose(scaled[0], [[0, 0], [W, H], [W / 2, H / 2]])
+    np.savez(tmp_path / "c.tracks.npz", tracks=tracks, visible=np.ones((3, 3), bool))  # no size: the video's
+    assert np.allclose(load_tracks_file(tmp_path / "c.tracks.npz", 2, (H, W), (50, 100))[0], scaled)
+
+
 def test_bad_shapes_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="tracks must be"):
         tracks_mask((T, H, W), _truth(0), np.zeros((T, 5)), np.ones((T, 5), bool))

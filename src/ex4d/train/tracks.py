@@ -121,6 +121,51 @@ def _ring(points: np.ndarray, H: int, W: int, per_side: int = 16) -> np.ndarray:
     return np.concatenate([a + s * (b - a) for a, b in zip(corners, np.roll(corners, -1, 0))])
 
 
+def _rasterise_linear(points: np.ndarray, values: np.ndarray, simplices: np.ndarray, H: int, W: int,
+                      chunk: int = 1 << 21) -> np.ndarray:
+    """Piecewise-linear interpolation of ``values`` (M, 2) over triangles ``simplices`` (S, 3) of ``points`` (M, 2)
+    at every pixel centre, by rasterising each triangle's bounding box.
+
+    Returns:
+        (H * W, 2) float64, NaN at pixels no triangle covers.
+
+    Why not scipy's ``LinearNDInterpolator``: its point location computes barycentric transforms through LAPACK,
+    whose first calls stalled for seconds (OpenBLAS threads) on a busy 2-core machine; this is plain NumPy.
+    """
+    tri, val = points[simplices], values[simplices]  # (S, 3, 2)
+    a, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+    lo, hi = tri.min(1), tri.max(1)
+    # Pixel indices whose centres (index + 0.5) fall within each bounding box, clipped to the image.
+    u0 = np.clip(np.ceil(lo[:, 0] - 0.5), 0, W).astype(np.int64)
+    u1 = np.clip(np.floor(hi[:, 0] - 0.5), -1, W - 1).astype(np.int64)
+    v0 = np.clip(np.ceil(lo[:, 1] - 0.5), 0, H).astype(np.int64)
+    v1 = np.clip(np.floor(hi[:, 1] - 0.5), -1, H - 1).astype(np.int64)
+    widths = np.maximum(u1 - u0 + 1, 0)
+    counts = widths * np.maximum(v1 - v0 + 1, 0) * (np.abs(det) > 1e-12)  # flat triangles cover nothing
+    field = np.full((H * W, 2), np.nan)
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(counts):  # chunks of about ``chunk`` candidate pixels bound the memory
+        stop = max(int(np.searchsorted(ends, ends[start] - counts[start] + chunk, "right")), start + 1)
+        idx = np.arange(start, stop)
+        n = counts[idx]
+        k = np.repeat(idx, n)
+        local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        u = u0[k] + local % widths[k]
+        v = v0[k] + local // widths[k]
+        dx, dy = u + 0.5 - a[k, 0], v + 0.5 - a[k, 1]
+        l1 = (e2[k, 1] * dx - e2[k, 0] * dy) / det[k]
+        l2 = (e1[k, 0] * dy - e1[k, 1] * dx) / det[k]
+        l0 = 1.0 - l1 - l2
+        inside = (l0 >= -1e-9) & (l1 >= -1e-9) & (l2 >= -1e-9)
+        k, l0, l1, l2 = k[inside], l0[inside, None], l1[inside, None], l2[inside, None]
+        # A pixel on a shared edge is written by each of its triangles, with the same value.
+        field[v[inside] * W + u[inside]] = l0 * val[k, 0] + l1 * val[k, 1] + l2 * val[k, 2]
+        start = stop
+    return field
+
+
 def backward_maps(shape: tuple[int, int, int], tracks, visible) -> np.ndarray:
     """Dense frame-0 positions of every pixel of every frame, interpolated from point tracks.
 
@@ -134,7 +179,6 @@ def backward_maps(shape: tuple[int, int, int], tracks, visible) -> np.ndarray:
         (frame 0 is the identity: pixel centres). Uses the tracks visible in both frame 0 and frame t; a frame
         with none of them keeps the previous frame's map (the content is assumed not to move).
     """
-    from scipy.interpolate import LinearNDInterpolator
     from scipy.spatial import Delaunay, QhullError
 
     T, H, W = shape
@@ -151,12 +195,14 @@ def backward_maps(shape: tuple[int, int, int], tracks, visible) -> np.ndarray:
         here, disp = tracks[t, ok], tracks[0, ok] - tracks[t, ok]
         try:
             # Displacements, not positions, are interpolated; a ring of anchors around the image and the tracks,
-            # carrying their nearest track's displacement, puts every pixel inside the triangulation (pixels
-            # outside the hull also made scipy's simplex search fall back to a brute-force scan: seconds a frame).
+            # carrying their nearest track's displacement, puts every pixel inside the triangulation.
             ring = _ring(here, H, W)
             points = np.concatenate([here, ring])
             values = np.concatenate([disp, _nearest_fill(here, disp, ring)])
-            field = LinearNDInterpolator(Delaunay(points), values)(centres)
+            field = _rasterise_linear(points, values, Delaunay(points).simplices, H, W)
+            missed = np.isnan(field[:, 0])  # rounding at the ring's edges; cannot happen in exact arithmetic
+            if missed.any():
+                field[missed] = _nearest_fill(here, disp, centres[missed])
         except (QhullError, ValueError):  # fewer than 3 points, or all on a line
             field = _nearest_fill(here, disp, centres)
         maps[t] = centres + field
