@@ -86,7 +86,7 @@ def test_invisible_points_are_ignored():
 
 
 def test_few_tracks_translate_the_hole_exactly():
-    """One or two points (no triangulation): the nearest track's displacement moves the hole as a whole."""
+    """One or two points: the anchors around the image take their displacement, so the hole moves as a whole."""
     hole = np.zeros((H, W), bool)
     hole[10:20, 5:15] = True
     for points0 in (np.array([[20.5, 12.5]]), np.array([[20.5, 12.5], [40.5, 30.5]])):

@@ -203,7 +203,7 @@ def backward_maps(shape: tuple[int, int, int], tracks, visible) -> np.ndarray:
             missed = np.isnan(field[:, 0])  # rounding at the ring's edges; cannot happen in exact arithmetic
             if missed.any():
                 field[missed] = _nearest_fill(here, disp, centres[missed])
-        except (QhullError, ValueError):  # fewer than 3 points, or all on a line
+        except (QhullError, ValueError):  # input Qhull rejects (the ring makes this all but impossible)
             field = _nearest_fill(here, disp, centres)
         maps[t] = centres + field
     return maps.reshape(T, H, W, 2)
