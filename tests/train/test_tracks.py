@@ -286,8 +286,9 @@ def test_bad_tracker_settings(videos, tmp_path):
     base = dict(num_frames=CT, height=CH, width=CW, mask_kinds=(("track", 1.0),))
     with pytest.raises(InputError, match="tracker must be one of flow, tracks"):
         build_pairs(videos, tmp_path, PairSettings(**base, tracker="cotracker"), progress=False)
-    with pytest.raises(InputError, match="picklable"):
-        build_pairs(videos, tmp_path, PairSettings(**base, tracker=lambda f: None), workers=2, progress=False)
+    # Workers get the settings by pickling: a lambda cannot travel, and each clip says so.
+    spread = build_pairs(videos, tmp_path, PairSettings(**base, tracker=lambda f: None), workers=2, progress=False)
+    assert set(spread.failed) == {"moving", "untracked"} and "pickle" in spread.failed["moving"].lower()
     # A tracker returning the wrong layout fails its clips with a reason, not the batch.
     bad = build_pairs(videos, tmp_path, PairSettings(**base, tracker=lambda f: (np.zeros((3, 4)), None)),
                       progress=False)

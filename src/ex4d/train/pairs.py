@@ -464,14 +464,6 @@ def build_pairs(videos: str | os.PathLike | list[Clip], output_dir: str | os.Pat
         raise InputError(f"height and width must be even (H.264 yuv420p), got {settings.height}×{settings.width}")
     if not (callable(settings.tracker) or settings.tracker in TRACKERS):
         raise InputError(f"tracker must be one of {', '.join(TRACKERS)} or a callable, got {settings.tracker!r}")
-    if callable(settings.tracker) and workers > 1:
-        import pickle
-
-        try:
-            pickle.dumps(settings.tracker)
-        except Exception as exc:
-            raise InputError("a tracker callable must be picklable (e.g. a module-level function) to run with "
-                             f"workers > 1: {type(exc).__name__}: {exc}") from None
     if settings.tracker == "flow" and any(k in ("track", "both") and w > 0 for k, w in settings.mask_kinds):
         from ex4d.train.masks import require_cv2
 
