@@ -77,11 +77,13 @@ def render_dw_mesh_into(mesh: MeshBatch, w2c: torch.Tensor, K: torch.Tensor, set
     """:func:`render_dw_mesh` written straight into the final frames: ``color`` (B, H, W, 3) uint8
     (= :func:`to_uint8` of the float colour), ``seen`` (B, H, W) bool, ``depth_z`` (B, H, W) float32.
 
-    With the Warp backend and the outputs contiguous on the mesh's device, the rasteriser's resolve pass writes
-    them directly (one pass over the frames instead of five); otherwise the float render is converted.
+    On the CPU with the Warp backend and contiguous outputs, the rasteriser's resolve pass writes them directly (one
+    pass over the frames instead of five); otherwise the float render is converted.
     """
     device = mesh.vertices.device
-    direct = (settings.backend == "warp" and mesh.colors.shape[-1] == 4
+    # The fused kernel path is what the CPU needs (five passes over the frames cost ~10 % there); on CUDA those
+    # passes are negligible and the float path, checked bit for bit against the CPU on the GPU, is kept.
+    direct = (settings.backend == "warp" and mesh.colors.shape[-1] == 4 and device.type == "cpu"
               and all(t.device == device and t.is_contiguous() for t in (color, seen, depth_z)))
     if direct:
         from ex4d.render.raster import rasterize
