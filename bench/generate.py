@@ -225,6 +225,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_call(pipe, device: torch.device, color, mask, **kwargs) -> tuple[np.ndarray, dict]:
+    """One ``pipe(color, mask, **kwargs)`` call (uint8 frames out), timed with device syncs at the first DiT call
+    and after every step: (frames, {total_s, encode_s, step_s = median of steps 2…, decode_and_rest_s})."""
+    marks: dict = {"dit": None, "steps": []}
+
+    def first_dit(module, inputs):
+        if marks["dit"] is None:
+            _sync(device)
+            marks["dit"] = time.perf_counter()
+
+    def on_step(p, i, t, kw):
+        _sync(device)
+        marks["steps"].append(time.perf_counter())
+        return kw
+
+    handle = pipe.transformer.register_forward_pre_hook(first_dit)
+    try:
+        _sync(device)
+        start = time.perf_counter()
+        frames = pipe(color, mask, output_type="np", callback_on_step_end=on_step, **kwargs).frames
+        _sync(device)
+        end = time.perf_counter()
+    finally:
+        handle.remove()
+    per_step = np.diff([marks["dit"]] + marks["steps"]).tolist()
+    return frames, dict(total_s=end - start, encode_s=marks["dit"] - start,
+                        step_s=statistics.median(per_step[1:] if len(per_step) > 1 else per_step),
+                        decode_and_rest_s=end - marks["steps"][-1])
+
+
 def run_one(args, offload: str, fp8: bool, log) -> dict:
     from ex4d.inpaint.memory import configure_memory
 

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -78,37 +77,17 @@ def main(argv=None) -> int:
     for size in sizes.split(","):
         frames, height, width = (int(v) for v in size.lower().split("x"))
         color, mask = gen.synthetic_videos(frames, height, width)
-        marks = {"dit": None, "steps": []}
-
-        def first_dit(module, inputs):
-            if marks["dit"] is None:
-                gen._sync(device)
-                marks["dit"] = time.perf_counter()
-
-        def on_step(pp, i, t, kw):
-            gen._sync(device)
-            marks["steps"].append(time.perf_counter())
-            return kw
-
         row = dict(gpus=world, mode=args.mode if world > 1 else "none", attention=backend, frames=frames,
                    height=height, width=width, steps=args.steps, build_s=round(build_s, 1),
                    device=gen._env(device)["device"], torch=torch.__version__)
         try:
-            handle = pipe.transformer.register_forward_pre_hook(first_dit)
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            gen._sync(device)
-            start = time.perf_counter()
-            out = pipe(color, mask, height=height, width=width, num_frames=frames, num_inference_steps=args.steps,
-                       guidance_scale=5.0, seed=0, mask_erode=0, output_type="np", callback_on_step_end=on_step).frames
-            gen._sync(device)
-            end = time.perf_counter()
-            handle.remove()
-            per_step = np.diff([marks["dit"]] + marks["steps"]).tolist()
-            step = statistics.median(per_step[1:] if len(per_step) > 1 else per_step)
-            row.update(total_s=round(end - start, 3), encode_s=round(marks["dit"] - start, 3), step_s=round(step, 3),
-                       decode_and_rest_s=round(end - marks["steps"][-1], 3))
+            out, timing = gen.timed_call(pipe, device, color, mask, height=height, width=width, num_frames=frames,
+                                         num_inference_steps=args.steps, guidance_scale=5.0, seed=0, mask_erode=0)
+            row.update({k: round(v, 3) for k, v in timing.items()})
+            step = timing["step_s"]
             row["projected_25_s"] = round(row["encode_s"] + 25 * step + row["decode_and_rest_s"], 1)
             if cuda:
                 row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)

@@ -30,7 +30,6 @@ import gc
 import importlib.util
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -124,30 +123,8 @@ def main(argv=None) -> int:
     floor = forward_flops(sizes["transformer"], frames, height, width) / (args.peak_tflops * 1e12)
 
     def call(n_steps, cfg):
-        marks = {"dit": None, "steps": []}
-
-        def first_dit(module, inputs):
-            if marks["dit"] is None:
-                gen._sync(device)
-                marks["dit"] = time.perf_counter()
-
-        def on_step(pp, i, t, kw):
-            gen._sync(device)
-            marks["steps"].append(time.perf_counter())
-            return kw
-
-        handle = pipe.transformer.register_forward_pre_hook(first_dit)
-        gen._sync(device)
-        start = time.perf_counter()
-        out = pipe(color, mask, height=height, width=width, num_frames=frames, num_inference_steps=n_steps,
-                   guidance_scale=cfg, seed=0, mask_erode=0, output_type="np", callback_on_step_end=on_step).frames
-        gen._sync(device)
-        end = time.perf_counter()
-        handle.remove()
-        per_step = np.diff([marks["dit"]] + marks["steps"]).tolist()
-        return out, dict(total_s=end - start, encode_s=marks["dit"] - start,
-                         step_s=statistics.median(per_step[1:] if len(per_step) > 1 else per_step),
-                         decode_and_rest_s=end - marks["steps"][-1])
+        return gen.timed_call(pipe, device, color, mask, height=height, width=width, num_frames=frames,
+                              num_inference_steps=n_steps, guidance_scale=cfg, seed=0, mask_erode=0)
 
     rows, reference = [], None
     quality_ready = False

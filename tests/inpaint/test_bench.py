@@ -21,3 +21,33 @@ def test_bench_tiny_runs_offload_and_fp8_configurations(capsys):
         assert "error" not in r and r["output_shape"] == [5, 32, 32, 3]
         assert r["total_s"] >= r["encode_s"] + r["denoise_s"] > 0
     assert bench.REAL["transformer"]["num_layers"] == 40 and bench.REAL["t5"]["d_ff"] == 10240
+
+
+def _load(name):
+    path = BENCH.with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"ex4d_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_speed_tiny_runs_every_mode_in_order(capsys):
+    speed = _load("speed")
+    rc = speed.main(["--tiny", "--quiet", "--configs", "eager,quality,taylorseer,distill4"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert rc == 0 and [r["config"] for r in rows] == ["eager", "quality", "taylorseer", "distill4"]
+    assert all("error" not in r for r in rows)
+    assert rows[1]["speed"]["cfg_batch"] and rows[1]["speed"]["lora_fused"] > 0
+    assert rows[1]["psnr_vs_eager"] > 40  # quality mode = eager within rounding (fp32 on the CPU)
+    assert rows[3]["steps"] == 4 and rows[3]["cfg"] == 1.0 and rows[3]["forward_s"] == rows[3]["step_s"]
+    # the FLOP count of one forward at the real size is the issue's ≈4.6·10^14
+    assert 4.4e14 < speed.forward_flops(speed._load_generate_bench().REAL["transformer"], 49, 512, 512) < 4.9e14
+    assert speed.main(["--tiny", "--quiet", "--configs", "quality,eager"]) == 1  # eager after compile is refused
+
+
+def test_bench_parallel_tiny_single_process(capsys):
+    rc = _load("parallel").main(["--tiny", "--steps", "2"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert rc == 0 and len(rows) == 1 and rows[0]["gpus"] == 1 and "error" not in rows[0]
+    assert rows[0]["projected_25_s"] > 0
