@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default=None, help="FxHxW list (default 49x512x512,81x480x832; --tiny 5x32x32)")
     p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--mode", choices=("ulysses", "ring"), default="ulysses")
+    p.add_argument("--mode", choices=("ulysses", "ring", "cfg"), default="ulysses")
     p.add_argument("--save-dir", default=None)
     p.add_argument("--compare-dir", default=None)
     p.add_argument("--tiny", action="store_true")
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     gen = _load("generate")
 
     from ex4d.inpaint.memory import configure_memory
-    from ex4d.inpaint.parallel import enable_context_parallel, init_parallel, shutdown_parallel
+    from ex4d.inpaint.parallel import enable_parallel, init_parallel, shutdown_parallel
     from ex4d.inpaint.speed import SpeedSettings, configure_speed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     pipe = gen.build_pipeline(gen.TINY if args.tiny else gen.REAL, device, dtype, "none", False, log)
     configure_memory(pipe, device, offload="none")
     speed = configure_speed(pipe, SpeedSettings(compile=False), device)
-    backend = enable_context_parallel(pipe.transformer, ctx, args.mode) if world > 1 else speed["attention"]
+    backend = enable_parallel(pipe, ctx, args.mode) if world > 1 else speed["attention"]
     pipe.set_progress_bar_config(disable=True)
     build_s = time.perf_counter() - t0
     sizes = args.sizes or ("5x32x32" if args.tiny else "49x512x512,81x480x832")

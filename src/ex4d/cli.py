@@ -189,7 +189,8 @@ def _add_generate(sub) -> None:
                    help="approximate fast mode: fbc[:threshold] (FirstBlockCache) or taylorseer[:interval]")
     g.add_argument("--parallel", type=positive_int, default=1,
                    help="GPUs sharing one video (context parallelism); launch with torchrun --nproc-per-node N")
-    g.add_argument("--parallel-mode", choices=("ulysses", "ring"), default="ulysses")
+    g.add_argument("--parallel-mode", choices=("ulysses", "ring", "cfg"), default="ulysses",
+                   help="ulysses/ring: split the DiT's tokens over the GPUs; cfg: one guidance branch per GPU (2)")
     g.add_argument("--extra-lora", action="append", default=[], metavar="FILE[:SCALE]",
                    help="fuse a Wan2.1-I2V-14B LoRA into the DiT (repeatable), e.g. a few-step distilled one "
                         "with --steps 4 --cfg 1 (approximate)")

@@ -16,14 +16,14 @@ def run_rank(rank: int, world: int, port: int, wan: str, ckpt: str, out: str, mo
     from inpaint.tiny import tiny_videos
 
     from ex4d.inpaint.loading import load_pipeline
-    from ex4d.inpaint.parallel import enable_context_parallel, init_parallel, shutdown_parallel
+    from ex4d.inpaint.parallel import enable_parallel, init_parallel, shutdown_parallel
     from ex4d.inpaint.speed import SpeedSettings, configure_speed
 
     ctx = init_parallel(world, "cpu")
     pipe = load_pipeline(wan, ckpt)
     pipe.set_progress_bar_config(disable=True)
     configure_speed(pipe, SpeedSettings(), "cpu")
-    enable_context_parallel(pipe.transformer, ctx, mode)
+    enable_parallel(pipe, ctx, mode)
     latents = pipe(*tiny_videos(5, 32, 32), height=32, width=32, num_inference_steps=2, mask_erode=2,
                    output_type="latent").frames
     torch.save(latents, os.path.join(out, f"rank{rank}.pt"))
@@ -36,14 +36,14 @@ def run_rank_cuda(wan: str, ckpt: str, out: str, mode: str) -> None:
     from inpaint.tiny import tiny_videos
 
     from ex4d.inpaint.loading import load_pipeline
-    from ex4d.inpaint.parallel import enable_context_parallel, init_parallel, shutdown_parallel
+    from ex4d.inpaint.parallel import enable_parallel, init_parallel, shutdown_parallel
     from ex4d.inpaint.speed import SpeedSettings, configure_speed
 
     ctx = init_parallel(int(os.environ["WORLD_SIZE"]))
     pipe = load_pipeline(wan, ckpt, torch_dtype=torch.bfloat16).to(ctx.device)
     pipe.set_progress_bar_config(disable=True)
     configure_speed(pipe, SpeedSettings(compile=False), ctx.device)
-    enable_context_parallel(pipe.transformer, ctx, mode)
+    enable_parallel(pipe, ctx, mode)
     latents = pipe(*tiny_videos(5, 32, 32), height=32, width=32, num_inference_steps=2, mask_erode=2,
                    output_type="latent").frames
     torch.save(latents.cpu(), os.path.join(out, f"rank{ctx.rank}.pt"))

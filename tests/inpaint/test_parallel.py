@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 
 from ex4d.errors import InputError
 from ex4d.inpaint.loading import load_pipeline
-from ex4d.inpaint.parallel import ParallelContext, enable_context_parallel, init_parallel
+from ex4d.inpaint.parallel import ParallelContext, enable_context_parallel, enable_parallel, init_parallel
 
 from .cp_worker import run_rank
 from .tiny import tiny_videos
@@ -20,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("mode", ["ulysses"])
+@pytest.mark.parametrize("mode", ["ulysses", "cfg"])
 def test_two_rank_context_parallel_equals_one_process(wan_dir, ex4d_ckpt, tmp_path, mode):
     pipe = load_pipeline(wan_dir, ex4d_ckpt)
     pipe.set_progress_bar_config(disable=True)
@@ -47,6 +47,8 @@ def test_ulysses_needs_divisible_heads(wan_dir, ex4d_ckpt):
         enable_context_parallel(pipe.transformer, ParallelContext(0, heads + 1, torch.device("cpu")), "ulysses")
     with pytest.raises(InputError, match="--parallel-mode"):
         enable_context_parallel(pipe.transformer, ParallelContext(0, 2, torch.device("cpu")), "mesh")
+    with pytest.raises(InputError, match="cfg: expected --parallel 2"):
+        enable_parallel(pipe, ParallelContext(0, 4, torch.device("cpu")), "cfg")
     # the ring needs an attention backend that returns the log-sum-exp: none on the CPU
     with pytest.raises(InputError, match="ring: expected CUDA"):
         enable_context_parallel(pipe.transformer, ParallelContext(0, 2, torch.device("cpu")), "ring")
@@ -54,7 +56,7 @@ def test_ulysses_needs_divisible_heads(wan_dir, ex4d_ckpt):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
-@pytest.mark.parametrize("mode", ["ulysses", "ring"])
+@pytest.mark.parametrize("mode", ["ulysses", "ring", "cfg"])
 def test_two_gpu_context_parallel_equals_one_gpu(wan_dir, ex4d_ckpt, tmp_path, mode):
     import subprocess
     import sys

@@ -81,7 +81,8 @@ def generate(
         cpu_offload: deprecated alias of ``offload="model"``.
         speed: :class:`ex4d.inpaint.speed.SpeedSettings` (default: quality mode — batched CFG, fused LoRA, the
             fastest attention backend, torch.compile on CUDA; same outputs within bf16 rounding).
-        parallel: GPUs sharing this video (context parallelism, ``parallel_mode`` ulysses | ring; launch with
+        parallel: GPUs sharing this video (``parallel_mode`` ulysses | ring: context parallelism; cfg: one guidance
+            branch per GPU, 2 GPUs; launch with
             ``torchrun --nproc-per-node N``; see :mod:`ex4d.inpaint.parallel`). Only rank 0 writes.
         extra_loras: ``(path, scale)`` pairs of third-party LoRAs fused into the DiT before the EX-4D adapter runs,
             e.g. a few-step distilled LoRA (then use 4–8 steps and ``guidance_scale=1``); see
@@ -146,9 +147,9 @@ def generate(
             speed = dataclasses.replace(speed, compile=False)  # compiled blocks + collectives: opt-in only
         configure_speed(pipe, speed, device)
         if ctx is not None:
-            from ex4d.inpaint.parallel import enable_context_parallel
+            from ex4d.inpaint.parallel import enable_parallel
 
-            enable_context_parallel(pipe.transformer, ctx, parallel_mode)
+            enable_parallel(pipe, ctx, parallel_mode)
 
     frames = pipe(
         color.frames,

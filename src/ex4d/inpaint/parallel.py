@@ -2,8 +2,9 @@
 
 Every rank loads the whole pipeline and runs the same call with the same seed; inside the DiT the token sequence is
 split over the ranks (``ulysses``: an all-to-all swaps sequence and head shards around attention, so each rank
-attends over the full sequence for 1/N of the heads; ``ring``: key/value shards pass around a ring). The encoders
-and the VAE run on every rank (they are ~5 % of the time); only rank 0 writes files.
+attends over the full sequence for 1/N of the heads; ``ring``: key/value shards pass around a ring), or, with
+``cfg`` on 2 ranks, each rank runs one classifier-free-guidance branch and the two velocities are exchanged once
+per step. The encoders and the VAE run on every rank; only rank 0 writes files.
 
     torchrun --nproc-per-node 4 -m ex4d.cli generate ... --parallel 4
 """
@@ -17,9 +18,10 @@ import torch
 
 from ex4d.errors import InputError
 
-__all__ = ["ParallelContext", "PARALLEL_MODES", "init_parallel", "enable_context_parallel", "shutdown_parallel"]
+__all__ = ["ParallelContext", "PARALLEL_MODES", "init_parallel", "enable_context_parallel", "enable_cfg_parallel",
+           "enable_parallel", "shutdown_parallel"]
 
-PARALLEL_MODES = ("ulysses", "ring")
+PARALLEL_MODES = ("ulysses", "ring", "cfg")
 # Attention backends of diffusers that support context parallelism, fastest first.
 CP_BACKENDS = ("_flash_3", "flash", "_native_cudnn", "native")
 
@@ -105,6 +107,22 @@ def enable_context_parallel(transformer, ctx: ParallelContext, mode: str = "ulys
     degree = {"ulysses_degree" if mode == "ulysses" else "ring_degree": ctx.world_size}
     transformer.enable_parallelism(config=ContextParallelConfig(**degree))
     return str(getattr(current, "value", current))
+
+
+def enable_cfg_parallel(pipe, ctx: ParallelContext) -> None:
+    """Split the two CFG branches over 2 ranks: rank 0 the conditional, rank 1 the unconditional one."""
+    if ctx.world_size != 2:
+        raise InputError(f"--parallel-mode cfg: expected --parallel 2 (one rank per guidance branch), found "
+                         f"{ctx.world_size}")
+    pipe.cfg_parallel = ctx
+
+
+def enable_parallel(pipe, ctx: ParallelContext, mode: str = "ulysses") -> str:
+    """:func:`enable_cfg_parallel` for ``mode == "cfg"``, else :func:`enable_context_parallel` of the DiT."""
+    if mode == "cfg":
+        enable_cfg_parallel(pipe, ctx)
+        return "cfg"
+    return enable_context_parallel(pipe.transformer, ctx, mode)
 
 
 def shutdown_parallel(ctx: ParallelContext) -> None:

@@ -289,8 +289,18 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
         x = torch.cat([latents, y], dim=1).to(dtype)
         img = image_embeds.to(dtype)
         guided = self.do_classifier_free_guidance
+        cfg_parallel = getattr(self, "cfg_parallel", None)
         with inject_condition_tokens(self.transformer, tokens):
-            if guided and getattr(self, "cfg_batch", True):
+            if guided and cfg_parallel is not None:
+                # one branch per rank (ex4d.inpaint.parallel), the two velocities exchanged
+                import torch.distributed as dist
+
+                mine = self._denoise(("cond", "uncond")[cfg_parallel.rank], x, t,
+                                     (prompt_embeds, negative_prompt_embeds)[cfg_parallel.rank], img)
+                both = [torch.empty_like(mine) for _ in range(2)]
+                dist.all_gather(both, mine.contiguous())
+                v, v_neg = both
+            elif guided and getattr(self, "cfg_batch", True):
                 v = self._denoise("cond_uncond", torch.cat([x, x]), t.expand(2),
                                   torch.cat([prompt_embeds, negative_prompt_embeds]), torch.cat([img, img]))
                 v, v_neg = v.chunk(2)
