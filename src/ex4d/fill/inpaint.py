@@ -47,11 +47,18 @@ def inpaint_float(values: torch.Tensor, known: torch.Tensor, level_iters: int = 
     Returns:
         (B, C, H, W) float, equal to ``values`` on known pixels. A frame without any known pixel is all 0.
     """
+    return _push_pull(values, known, _down, _relax, level_iters, fine_iters)
+
+
+def _push_pull(values: torch.Tensor, known: torch.Tensor, down, relax, level_iters: int,
+               fine_iters: int) -> torch.Tensor:
+    """Pull known pixels down a pyramid (``down(values, weight)``), push back up into the unknown ones, relaxing
+    them at each level (``relax(values, unknown, iters)``). values (B, C, H, W), known (B, H, W) bool."""
     weight = known[:, None].to(values.dtype)
     values = torch.where(weight > 0, values, torch.zeros_like(values))
     pyramid = [(values, weight)]
     while min(pyramid[-1][0].shape[-2:]) > 1:
-        pyramid.append(_down(*pyramid[-1]))
+        pyramid.append(down(*pyramid[-1]))
     # Coarsest level: what is known there stays; the rest (only where a frame has nothing known) is 0.
     result = pyramid[-1][0]
     for level in range(len(pyramid) - 2, -1, -1):
@@ -59,7 +66,7 @@ def inpaint_float(values: torch.Tensor, known: torch.Tensor, level_iters: int = 
         up = F.interpolate(result, size=vals.shape[-2:], mode="bilinear", align_corners=False)
         unknown = w <= 0
         result = torch.where(unknown, up, vals)
-        result = _relax(result, unknown, fine_iters if level == 0 else level_iters)
+        result = relax(result, unknown, fine_iters if level == 0 else level_iters)
     return result
 
 
@@ -173,18 +180,8 @@ def inpaint_background_float(values: torch.Tensor, depth: torch.Tensor, known: t
     """
     logz = torch.log(depth.to(values.dtype).clamp_min(1e-6))
     stacked = torch.cat([values, logz[:, None]], 1)
-    weight = known[:, None].to(values.dtype)
-    stacked = torch.where(weight > 0, stacked, torch.zeros_like(stacked))
-    pyramid = [(stacked, weight)]
-    while min(pyramid[-1][0].shape[-2:]) > 1:
-        pyramid.append(_down_far(*pyramid[-1], bias))
-    result = pyramid[-1][0]
-    for level in range(len(pyramid) - 2, -1, -1):
-        vals, w = pyramid[level]
-        up = F.interpolate(result, size=vals.shape[-2:], mode="bilinear", align_corners=False)
-        unknown = w <= 0
-        result = torch.where(unknown, up, vals)
-        result = _relax_far(result, unknown, fine_iters if level == 0 else level_iters, bias)
+    result = _push_pull(stacked, known, lambda v, w: _down_far(v, w, bias),
+                        lambda v, unknown, n: _relax_far(v, unknown, n, bias), level_iters, fine_iters)
     return result[:, :-1], torch.exp(result[:, -1])
 
 
