@@ -2,6 +2,7 @@
 a non-zero exit and no output files."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -149,3 +150,31 @@ def test_recon_needs_exactly_one_depth_source(tiny_inputs, tmp_path, capsys):
     video, depth, _, _ = tiny_inputs
     assert main(recon_args(video, depth, tmp_path / "o", "--depth-backend", "file", "--depth-file", str(depth))) == 2
     assert "either --depth" in capsys.readouterr().err
+
+
+def test_run_passes_the_generation_flags_to_the_model(tmp_path, monkeypatch):
+    """``ex4d run --fill ex4d`` takes ex4d generate's sampler/memory/speed flags and hands them to the model."""
+    import ex4d.run
+
+    seen = {}
+
+    def fake_run(input_video, output_dir, **kwargs):
+        seen.update(kwargs["generate_options"])
+        return ex4d.run.RunResult(output_dir=Path(output_dir))
+
+    monkeypatch.setattr(ex4d.run, "run", fake_run)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"")  # only its existence is checked before run()
+    wan, ckpt = tmp_path / "wan", tmp_path / "ex4d.ckpt"
+    wan.mkdir()
+    ckpt.write_bytes(b"")
+    lora = tmp_path / "distill.safetensors"
+    lora.write_bytes(b"")
+    assert main(["run", "--input-video", str(video), "--output-dir", str(tmp_path / "o"), "--fill", "ex4d",
+                 "--wan-dir", str(wan), "--ex4d-ckpt", str(ckpt), "--steps", "4", "--cfg", "1", "--seed", "7",
+                 "--offload", "group", "--fp8", "--cache", "taylorseer:3", "--extra-lora", f"{lora}:0.5",
+                 "--quiet"]) == 0
+    assert seen["model_dir"] == wan and seen["adapter"] == ckpt
+    assert (seen["num_inference_steps"], seen["guidance_scale"], seen["seed"]) == (4, 1.0, 7)
+    assert seen["offload"] == "group" and seen["fp8"] and seen["speed"].cache == "taylorseer:3"
+    assert seen["extra_loras"] == [(lora, 0.5)]
