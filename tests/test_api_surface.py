@@ -14,3 +14,15 @@ def test_import_ex4d_is_cheap():
     code = "import sys, ex4d; print(sorted(m for m in ('torch', 'av', 'warp', 'diffusers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_ex4d_run_is_callable_as_the_pipeline(tiny_inputs, tmp_path):
+    """``ex4d.run(...)`` (the issue's Python API) runs the pipeline; ``ex4d.run`` is also the module."""
+    import ex4d.run as module
+
+    video, depth, frames, _ = tiny_inputs
+    result = ex4d.run(video, tmp_path / "out", cams=["30"], depth=depth, fill="none", num_frames=None,
+                      progress=False)
+    assert isinstance(result, module.RunResult) and result.outputs["30"].is_file()
+    assert ex4d.run is module and module.run(video, tmp_path / "out", cams=["30"], depth=depth, fill="none",
+                                             num_frames=None, progress=False).stages["fill_30"] == "cached"

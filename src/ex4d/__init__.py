@@ -4,6 +4,7 @@ The public API is importable from here; heavy modules load on first use (``impor
 
     import ex4d
     result = ex4d.recon("input.mp4", "depth.npz", cam="90")   # DW-Mesh render + mask along a camera path
+    ex4d.run("input.mp4", "out", cams=["90"], depth="depth.npz")  # the whole pipeline, cached stage by stage
 """
 
 from importlib import import_module
@@ -14,6 +15,7 @@ _LAZY = {
     "recon": "ex4d.reconstruction",
     "write_recon_outputs": "ex4d.reconstruction",
     "ReconResult": "ex4d.reconstruction",
+    "run": "ex4d.run",
     "run_demo": "ex4d.demo",
     "estimate_depth": "ex4d.depth.api",
     "generate": "ex4d.inpaint.generate",
@@ -32,6 +34,8 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
+    if name == "run":  # the module ex4d.run is callable as its function run(): one name for both
+        return import_module("ex4d.run")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -336,3 +338,14 @@ def _write_previews(mp4: Path, gif: Path, video, color: np.ndarray, mask: np.nda
     labels = ["input", "render", "mask", "output"]
     save_video(mp4, side_by_side(panels, labels), fps=15.0)
     save_grid_gif(gif, panels, labels, fps=video.fps)
+
+
+class _CallableModule(types.ModuleType):
+    """This module called as a function is :func:`run`: ``ex4d.run(...)`` works whether ``ex4d.run`` resolves to
+    the module (after ``import ex4d.run``) or comes from ``ex4d``'s lazy API."""
+
+    def __call__(self, *args, **kwargs) -> RunResult:
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
