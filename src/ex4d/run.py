@@ -77,24 +77,15 @@ def load_generation_pipeline(options: dict, device: str = "auto", progress: bool
     optionally ``device``, ``torch_dtype``, ``offload``, ``fp8``, ``group_offload_type``, ``speed``,
     ``extra_loras``; context parallelism is ``ex4d generate``'s alone)."""
     try:
-        from ex4d.inpaint.loading import load_pipeline
-        from ex4d.inpaint.memory import configure_memory
-        from ex4d.inpaint.speed import SpeedSettings, configure_speed
+        from ex4d.inpaint.generate import load_generation_pipeline as load
     except ImportError as exc:
         raise InputError(f'--fill ex4d needs the diffusion extra: pip install "ex4d[diffusion]" ({exc})') from None
     if options.get("model_dir") is None or options.get("adapter") is None:
         raise InputError("--fill ex4d needs the Wan2.1-I2V folder (--wan-dir) and ex4d.ckpt (--ex4d-ckpt)")
-    dev = resolve_device(str(options.get("device") or device))
-    dtype = options.get("torch_dtype") or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    pipe = load_pipeline(options["model_dir"], options["adapter"], torch_dtype=dtype)
-    if options.get("extra_loras"):
-        from ex4d.inpaint.extra_lora import fuse_extra_lora
-
-        for path, scale in options["extra_loras"]:
-            fuse_extra_lora(pipe.transformer, path, scale)
-    configure_memory(pipe, dev, offload=options.get("offload", "none"), fp8=options.get("fp8", False),
-                     group_offload_type=options.get("group_offload_type", "block_level"), compute_dtype=dtype)
-    configure_speed(pipe, options.get("speed") or SpeedSettings(), dev)
+    pipe = load(options["model_dir"], options["adapter"], resolve_device(str(options.get("device") or device)),
+                torch_dtype=options.get("torch_dtype"), offload=options.get("offload", "none"),
+                fp8=options.get("fp8", False), group_offload_type=options.get("group_offload_type", "block_level"),
+                speed=options.get("speed"), extra_loras=options.get("extra_loras") or ())
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=not progress)
     return pipe

@@ -25,9 +25,34 @@ from ex4d.inpaint.prompts import (
     DEFAULT_WIDTH,
 )
 
-__all__ = ["generate"]
+__all__ = ["generate", "load_generation_pipeline"]
 
 logger = logging.getLogger(__name__)
+
+
+def load_generation_pipeline(model_dir, adapter, device: str | torch.device, *, torch_dtype: torch.dtype | None = None,
+                             offload: str = "none", fp8: bool = False, group_offload_type: str = "block_level",
+                             speed: SpeedSettings | None = None, extra_loras=()):
+    """Wan2.1-I2V + the EX-4D adapter, placed and configured for generating on ``device``: third-party LoRAs
+    fused, memory (:func:`~ex4d.inpaint.memory.configure_memory`) and speed
+    (:func:`~ex4d.inpaint.speed.configure_speed`) settings applied. ``torch_dtype`` defaults to bfloat16 on CUDA,
+    float32 elsewhere."""
+    from ex4d.inpaint.loading import load_pipeline
+
+    if model_dir is None or adapter is None:
+        raise InputError("generate needs model_dir (Wan2.1-I2V folder) and adapter (ex4d.ckpt)")
+    if torch_dtype is None:
+        torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    pipe = load_pipeline(model_dir, adapter, torch_dtype=torch_dtype)
+    if extra_loras:
+        from ex4d.inpaint.extra_lora import fuse_extra_lora
+
+        for lora_path, lora_scale in extra_loras:
+            fuse_extra_lora(pipe.transformer, lora_path, lora_scale)
+    configure_memory(pipe, device, offload=offload, fp8=fp8, group_offload_type=group_offload_type,
+                     compute_dtype=torch_dtype)
+    configure_speed(pipe, speed or SpeedSettings(), device)
+    return pipe
 
 
 def generate(
@@ -125,27 +150,15 @@ def generate(
         device = ctx.device
 
     if pipe is None:
-        from ex4d.inpaint.loading import load_pipeline
-
-        if model_dir is None or adapter is None:
-            raise InputError("generate needs model_dir (Wan2.1-I2V folder) and adapter (ex4d.ckpt)")
-        cuda = torch.cuda.is_available()
         if device is None:
-            device = "cuda" if cuda else "cpu"
-        if torch_dtype is None:
-            torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-        pipe = load_pipeline(model_dir, adapter, torch_dtype=torch_dtype)
-        if extra_loras:
-            from ex4d.inpaint.extra_lora import fuse_extra_lora
-
-            for lora_path, lora_scale in extra_loras:
-                fuse_extra_lora(pipe.transformer, lora_path, lora_scale)
-        configure_memory(pipe, device, offload="model" if cpu_offload and offload == "none" else offload,
-                         fp8=fp8, group_offload_type=group_offload_type, compute_dtype=torch_dtype)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         speed = speed or SpeedSettings()
         if ctx is not None and speed.compile is None:
             speed = dataclasses.replace(speed, compile=False)  # compiled blocks + collectives: opt-in only
-        configure_speed(pipe, speed, device)
+        pipe = load_generation_pipeline(model_dir, adapter, device, torch_dtype=torch_dtype,
+                                        offload="model" if cpu_offload and offload == "none" else offload,
+                                        fp8=fp8, group_offload_type=group_offload_type, speed=speed,
+                                        extra_loras=extra_loras)
         if ctx is not None:
             from ex4d.inpaint.parallel import enable_parallel
 
