@@ -216,14 +216,9 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
                              torch.from_numpy(source_K[sl]).to(dev), mesh_settings)
         if start == 0:
             mesh0 = _first_frame(mesh)
-        targets = (color_t[sl], mask_t[sl], depth_t[sl])
-        if dev.type != "cpu":  # rendered on the device, copied to the host outputs in uint8 (a quarter of float)
-            targets = tuple(torch.empty(t.shape, dtype=t.dtype, device=dev) for t in targets)
+        # straight into the host outputs (on a GPU: converted to uint8 there, then copied over)
         render_dw_mesh_into(mesh, w2c_all[sl].to(dev), torch.from_numpy(target_K[sl]).to(dev), render_settings,
-                            *targets)
-        if dev.type != "cpu":
-            for host, on_device in zip((color_t[sl], mask_t[sl], depth_t[sl]), targets):
-                host.copy_(on_device)
+                            color_t[sl], mask_t[sl], depth_t[sl])
     if trajectory.starts_at_source() and np.allclose(target_K[0], source_K[0]):
         # As the reference: frame 0 is the source frame itself, fully seen.
         color[0], mask[0], depth_out[0] = video.frames[0], True, depth_arr[0]

@@ -78,7 +78,8 @@ def render_dw_mesh_into(mesh: MeshBatch, w2c: torch.Tensor, K: torch.Tensor, set
     (= :func:`to_uint8` of the float colour), ``seen`` (B, H, W) bool, ``depth_z`` (B, H, W) float32.
 
     On the CPU with the Warp backend and contiguous outputs, the rasteriser's resolve pass writes them directly (one
-    pass over the frames instead of five); otherwise the float render is converted.
+    pass over the frames instead of five); otherwise the float render is converted on its device and copied into
+    the outputs (which may be on another device, e.g. host tensors for a GPU render).
     """
     device = mesh.vertices.device
     # The fused kernel path is what the CPU needs (five passes over the frames cost ~10 % there); on CUDA those
