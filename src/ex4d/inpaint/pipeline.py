@@ -11,7 +11,6 @@ registered only for the duration of each denoiser call (:func:`inject_condition_
 from __future__ import annotations
 
 import contextlib
-
 import html
 import os
 import re
@@ -315,17 +314,14 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
         # A named cache context per branch: step caches (speed.py's fast modes) keep one state per branch.
         context = getattr(self.transformer, "cache_context", None)
         with context(branch) if context is not None else contextlib.nullcontext():
-            return self._transformer_call(x, t, text, img)
-
-    def _transformer_call(self, x, t, text, img):
-        return self.transformer(
-            hidden_states=x,
-            timestep=t,
-            encoder_hidden_states=text,
-            encoder_hidden_states_image=img,
-            attention_kwargs=self._attention_kwargs,
-            return_dict=False,
-        )[0].float()
+            return self.transformer(
+                hidden_states=x,
+                timestep=t,
+                encoder_hidden_states=text,
+                encoder_hidden_states_image=img,
+                attention_kwargs=self._attention_kwargs,
+                return_dict=False,
+            )[0].float()
 
     # ------------------------------------------------------------------ call
     @torch.no_grad()
