@@ -16,11 +16,20 @@ reference's schedule):
     taylorseer  quality without compile + TaylorSeer (--taylorseer-interval)   [approximate]
     distill4    quality, 4 steps without CFG: the cost of a few-step distilled LoRA fused into the DiT
                 (weights are random here: this measures speed only)            [approximate]
+    fp8mm       quality + fp8 matmuls in the DiT blocks (torchao; changes the model for the later
+                configurations)                                                 [approximate]
+    fp8distill4 fp8mm, 4 steps without CFG                                               [approximate]
 
 Each row: total_s, encode_s, step_s (median), forward_s (one DiT forward: step_s / 2 with CFG, batched or not),
 decode_s, peak_gib, warmup_s (compile), floor_forward_s (the forward's FLOPs at the card's dense bf16 rate,
 --peak-tflops, default 790 for an H200/H100 SXM at the boost clock), max_abs_diff vs eager and psnr_vs_eager of
-the decoded frames (same seed and inputs).
+the decoded frames (same seed and inputs), and psnr_vs_quality (the change an approximate mode makes to quality
+mode's output; with ``--scene`` over the pixels the model fills, mask 0, only).
+
+``--scene SEED:CAM`` takes the DW-Mesh colour/mask render of a ground-truth scene (bench/fill.py's ``scene_case``:
+``ex4d.data.make_scene`` along camera preset CAM, rendered at ``--scene-size``, resized by the pipeline) instead of
+random videos; ``--scene-cache FILE.npz`` keeps that render (arrays ``color``, ``mask``) to run it where Warp is
+not installed.
 """
 
 from __future__ import annotations
@@ -71,6 +80,22 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def scene_videos(scene: str, frames: int, size: int, cache: str | None):
+    """(colour (T, S, S, 3), mask (T, S, S)) uint8 of a ground-truth scene's DW-Mesh render (see module doc)."""
+    if cache and Path(cache).exists():
+        with np.load(cache) as data:
+            return data["color"], data["mask"]
+    spec = importlib.util.spec_from_file_location("ex4d_bench_fill", HERE / "fill.py")
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
+    seed, _, cam = scene.partition(":")
+    result, _, _ = fill.scene_case(int(seed), cam or "90", size, frames)
+    color, mask = result.color, result.mask.astype(np.uint8) * 255 if result.mask.dtype == bool else result.mask
+    if cache:
+        np.savez_compressed(cache, color=color, mask=mask)
+    return color, mask
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default="eager,quality,fbc,taylorseer,distill4")
@@ -86,6 +111,9 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compile in quality mode (default: on CUDA with --offload none)")
     p.add_argument("--peak-tflops", type=float, default=790.0)
+    p.add_argument("--scene", default=None, help="inputs: a ground-truth scene's render, SEED:CAM (e.g. 0:90)")
+    p.add_argument("--scene-size", type=int, default=256)
+    p.add_argument("--scene-cache", default=None, help="npz of the --scene render: read if present, else written")
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--json", default=None)
     p.add_argument("--quiet", action="store_true")
@@ -103,6 +131,8 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if cuda else torch.float32
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
+        # fp8mm changes the blocks after a first compile: room for the recompile
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
     from ex4d.inpaint.memory import configure_memory
     from ex4d.inpaint.speed import SpeedSettings, configure_speed, parse_cache, uncompile_blocks
@@ -119,21 +149,28 @@ def main(argv=None) -> int:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total),
                                                  torch.cuda.current_device())
-    color, mask = gen.synthetic_videos(frames, height, width)
+    if args.scene:
+        color, mask = scene_videos(args.scene, frames, args.scene_size, args.scene_cache)
+    else:
+        color, mask = gen.synthetic_videos(frames, height, width)
+    holes = (mask[..., 0] if mask.ndim == 4 else mask) < 128  # (T, h, w) pixels the model fills
+    rows_idx = np.arange(height) * holes.shape[1] // height  # nearest neighbour to the output size
+    cols_idx = np.arange(width) * holes.shape[2] // width
+    holes = holes[:, rows_idx][:, :, cols_idx]
     floor = forward_flops(sizes["transformer"], frames, height, width) / (args.peak_tflops * 1e12)
 
     def call(n_steps, cfg):
         return gen.timed_call(pipe, device, color, mask, height=height, width=width, num_frames=frames,
                               num_inference_steps=n_steps, guidance_scale=cfg, seed=0, mask_erode=0)
 
-    rows, reference = [], None
+    rows, reference, quality_out = [], None, None
     quality_ready = False
     for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
         row = dict(config=name, frames=frames, height=height, width=width, offload=args.offload, fp8=args.fp8,
                    memory_cap_gib=args.memory_cap_gib, build_s=round(build_s, 1), device=gen._env(device)["device"],
                    torch=torch.__version__, floor_forward_s=round(floor, 3))
         try:
-            n_steps, cfg = (4, 1.0) if name == "distill4" else (steps, 5.0)
+            n_steps, cfg = (4, 1.0) if name.endswith("distill4") else (steps, 5.0)
             if name == "eager":
                 if quality_ready:
                     raise RuntimeError("eager must run before the quality configurations (compile is not undone)")
@@ -154,7 +191,18 @@ def main(argv=None) -> int:
                     row["uncompiled_blocks"] = uncompile_blocks(pipe.transformer)
                     spec = f"fbc:{args.fbc_threshold}" if name == "fbc" else f"taylorseer:{args.taylorseer_interval}"
                     pipe.transformer.enable_cache(parse_cache(spec))
-                elif name not in ("quality", "distill4"):
+                elif name == "fp8mm":
+                    # Changes the weights: later configurations keep it. Recompiled, and warmed up apart.
+                    from ex4d.inpaint.quantize import enable_fp8_matmuls
+
+                    compiled = uncompile_blocks(pipe.transformer) > 0
+                    row["fp8_layers"] = enable_fp8_matmuls(pipe.transformer, device)
+                    if compiled:
+                        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+                        w0 = time.perf_counter()
+                        call(2, 5.0)
+                        row["warmup_s"] = round(time.perf_counter() - w0, 1)
+                elif name not in ("quality", "distill4", "fp8distill4"):
                     raise ValueError(f"unknown configuration {name!r}")
             if cuda:
                 torch.cuda.empty_cache()
@@ -169,6 +217,12 @@ def main(argv=None) -> int:
             elif reference is not None and reference.shape == out.shape:
                 row["max_abs_diff"] = int(np.abs(out.astype(int) - reference.astype(int)).max())
                 row["psnr_vs_eager"] = round(_psnr(out, reference), 2)
+            if name == "quality":
+                quality_out = out
+            elif quality_out is not None and quality_out.shape == out.shape and cfg == 5.0:
+                row["psnr_vs_quality"] = round(_psnr(out, quality_out), 2)
+                if holes.shape == out.shape[:3]:
+                    row["psnr_vs_quality_filled"] = round(_psnr(out[holes], quality_out[holes]), 2)
         except Exception as exc:  # noqa: BLE001 - report and go on
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         rows.append(row)

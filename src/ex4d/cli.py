@@ -173,6 +173,9 @@ def add_generation_options(p) -> argparse._ArgumentGroup:
                    help="torch.compile the DiT blocks (default: on with --speed quality on CUDA)")
     g.add_argument("--cache", default=None,
                    help="approximate fast mode: fbc[:threshold] (FirstBlockCache) or taylorseer[:interval]")
+    g.add_argument("--fp8-matmul", action="store_true",
+                   help="approximate fast mode: fp8 matmuls in the DiT blocks (torchao, extra 'fp8'; CUDA GPUs of "
+                        "compute capability >= 8.9): 1.4x faster steps on an H200")
     g.add_argument("--extra-lora", action="append", default=[], metavar="FILE[:SCALE]",
                    help="fuse a Wan2.1-I2V-14B LoRA into the DiT (repeatable), e.g. a few-step distilled one "
                         "with --steps 4 --cfg 1 (approximate)")
@@ -197,7 +200,8 @@ def generation_options(args) -> dict:
         negative_prompt=DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt,
         torch_dtype={"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype],
         offload=args.offload, fp8=args.fp8, group_offload_type=args.group_offload_type,
-        speed=SpeedSettings(mode=args.speed, attention=args.attention, compile=args.compile, cache=args.cache),
+        speed=SpeedSettings(mode=args.speed, attention=args.attention, compile=args.compile, cache=args.cache,
+                            fp8_matmul=args.fp8_matmul),
         extra_loras=[parse_extra_lora_arg(text) for text in args.extra_lora])
 
 

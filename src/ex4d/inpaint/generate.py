@@ -43,6 +43,10 @@ def load_generation_pipeline(model_dir, adapter, device: str | torch.device, *, 
         raise InputError("generate needs model_dir (Wan2.1-I2V folder) and adapter (ex4d.ckpt)")
     if torch_dtype is None:
         torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if speed is not None and speed.fp8_matmul:  # checked before the (slow) model load
+        from ex4d.inpaint.quantize import check_fp8_matmul_setup
+
+        check_fp8_matmul_setup(device, torch_dtype, offload, fp8)
     pipe = load_pipeline(model_dir, adapter, torch_dtype=torch_dtype)
     if extra_loras:
         from ex4d.inpaint.extra_lora import fuse_extra_lora

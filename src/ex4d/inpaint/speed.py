@@ -17,7 +17,9 @@ Fast modes change the outputs (labelled approximate in the docs and the benchmar
   the threshold (relative L1) reuses the cached residual of the remaining blocks;
 * ``cache="taylorseer[:<interval>]"`` — diffusers' TaylorSeer cache (lite mode): the DiT blocks run every
   ``interval`` steps (and the first 3), and in between the features entering the output projection are
-  Taylor-extrapolated, so those steps cost almost nothing.
+  Taylor-extrapolated, so those steps cost almost nothing;
+* ``fp8_matmul=True`` — the DiT blocks' linears as fp8 matmuls with row-wise scales (torchao;
+  :mod:`ex4d.inpaint.quantize`), on GPUs with fp8 tensor cores.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class SpeedSettings:
         compile_backend: torch.compile backend (``inductor``; tests use ``eager``).
         fuse_lora: merge the LoRA into the weights (quality mode; skipped with fp8 storage or offloading).
         cache: ``None`` (exact) or a fast mode: ``"fbc:0.05"``, ``"taylorseer:4"``.
+        fp8_matmul: fp8 matmuls in the DiT blocks (approximate; quality mode with the LoRA fused; CUDA ≥ sm_89).
     """
 
     mode: str = "quality"
@@ -57,6 +60,7 @@ class SpeedSettings:
     compile_backend: str = "inductor"
     fuse_lora: bool = True
     cache: str | None = None
+    fp8_matmul: bool = False
 
 
 def pick_attention_backend(device: torch.device) -> str:
@@ -182,6 +186,15 @@ def configure_speed(pipe, settings: SpeedSettings = SpeedSettings(), device: tor
         else:
             fused = fuse_lora(transformer)
     summary["lora_fused"] = fused
+
+    if settings.fp8_matmul:
+        from ex4d.inpaint.quantize import enable_fp8_matmuls
+
+        if not quality or not settings.fuse_lora:
+            raise InputError("fp8 matmuls run in --speed quality with the LoRA fused")
+        if _offloaded_or_cast(transformer):
+            raise InputError("fp8 matmuls cannot be combined with --fp8 weight storage or --offload group")
+        summary["fp8_matmul"] = enable_fp8_matmuls(transformer, device)
 
     cache = parse_cache(settings.cache)
     if cache is not None:
