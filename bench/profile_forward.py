@@ -48,12 +48,12 @@ def _load(name: str):
 def kernel_kind(name: str) -> str:
     """matmul / attention / elementwise (Triton-fused) / other, from a CUDA kernel's name."""
     n = name.lower()
+    if n.startswith("triton"):  # inductor's fused kernels (their names list the ops they absorbed, attention's too)
+        return "elementwise"
     if any(k in n for k in ("fmha", "flash", "sdpa", "attention", "attn")):
         return "attention"
     if any(k in n for k in ("gemm", "nvjet", "xmma", "cutlass", "scaled_mm", "wgmma", "matmul")):
         return "matmul"
-    if n.startswith("triton"):
-        return "elementwise"
     return "other"
 
 

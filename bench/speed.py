@@ -20,6 +20,7 @@ reference's schedule):
                 configurations)                                                 [approximate]
     fp8distill4 fp8mm, 4 steps without CFG                                               [approximate]
 
+Prints one JSON line per configuration (stdout; appended to --json) and, at the end, a Markdown table (stderr).
 Each row: total_s, encode_s, step_s (median), forward_s (one DiT forward: step_s / 2 with CFG, batched or not),
 decode_s, peak_gib, warmup_s (compile), floor_forward_s (the forward's FLOPs at the card's dense bf16 rate,
 --peak-tflops, default 790 for an H200/H100 SXM at the boost clock), max_abs_diff vs eager and psnr_vs_eager of
@@ -231,7 +232,21 @@ def main(argv=None) -> int:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         gc.collect()
+    print(format_table(rows), file=sys.stderr)
     return 1 if any("error" in r for r in rows) else 0
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (the columns of BENCHMARKS.md)."""
+    cols = [("config", "configuration"), ("total_s", "end to end (s)"), ("step_s", "s / step"),
+            ("forward_s", "forward (s)"), ("floor_forward_s", "floor (s)"), ("warmup_s", "compile (s)"),
+            ("peak_gib", "peak (GiB)"), ("psnr_vs_eager", "PSNR vs eager"), ("psnr_vs_quality", "PSNR vs quality"),
+            ("psnr_vs_quality_filled", "… filled"), ("error", "error")]
+    cols = [(k, h) for k, h in cols if any(k in r for r in rows)]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r.get(k, "–")) for k, _ in cols) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,39 @@ def test_bench_parallel_tiny_single_process(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert rc == 0 and len(rows) == 1 and rows[0]["gpus"] == 1 and "error" not in rows[0]
     assert rows[0]["projected_25_s"] > 0
+
+
+def test_bench_speed_scene_inputs_measure_the_filled_pixels(tmp_path, capsys):
+    import numpy as np
+
+    speed = _load("speed")
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    mask = np.full((5, 64, 64), 255, np.uint8)
+    mask[1:, :, 32:] = 0  # the right half of frames 1… to fill
+    cache = tmp_path / "scene.npz"
+    np.savez_compressed(cache, color=color, mask=mask)
+    rc = speed.main(["--tiny", "--quiet", "--configs", "quality,taylorseer", "--steps", "5", "--scene", "0:90",
+                     "--scene-cache", str(cache)])
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    assert rc == 0 and [r["config"] for r in rows] == ["quality", "taylorseer"]
+    ts = rows[1]
+    assert np.isfinite(ts["psnr_vs_quality"]) and np.isfinite(ts["psnr_vs_quality_filled"])  # 5 steps: 1 cached
+    assert "| configuration |" in captured.err and "| taylorseer |" in captured.err
+
+
+def test_bench_profile_forward_tiny_and_kernel_kinds(capsys):
+    prof = _load("profile_forward")
+    assert prof.main(["--tiny"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["variant"] for r in rows] == ["quality"] and rows[0]["speed"]["cfg_batch"]
+    # kernel names seen on an H200 (bench/profile_forward.py output, 2026-11-26)
+    kinds = {"nvjet_sm90_tst_192x192_64x4_1x2_h_bz_coopB_bias_TNN": "matmul",
+             "nvjet_sm90_qqtst_128x128_128x6_2x1_v_bz_ovscale_bias_TNT": "matmul",
+             "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128": "attention",
+             "flash_fwd_kernel": "attention",
+             "triton_red_fused__fused_rms_norm__scaled_dot_product_cudnn_attention_add_clone": "elementwise",
+             "triton_poi_fused_gelu_view_15": "elementwise",
+             "Memcpy DtoD (Device -> Device)": "other"}
+    assert {n: prof.kernel_kind(n) for n in kinds} == kinds
