@@ -9,6 +9,7 @@ Builds the real-size pipeline with random weights (bench/generate.py), records t
 evaluation (``predict_velocity``: batched CFG, i.e. one DiT call of batch 2), then for each variant, cumulatively:
 
     quality   ex4d's default speed settings (batched CFG, LoRA fused, best attention, compiled blocks)
+    tuned     quality, recompiled with inductor's coordinate-descent tuning of the fused kernels
     fp8       + fp8 matmuls in the blocks' linears (torchao, row-wise scales)            [approximate]
 
 times the evaluation (CUDA events, median of --repeats after 3 warm-ups), profiles two more with torch.profiler
@@ -26,6 +27,7 @@ import importlib.util
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -207,6 +209,14 @@ def main(argv=None) -> int:
         try:
             if variant == "quality":
                 row["speed"] = configure_speed(pipe, SpeedSettings(compile=cuda), device)
+            elif variant == "tuned":
+                import torch._inductor.config as inductor_config
+
+                uncompile_blocks(pipe.transformer)
+                torch._dynamo.reset()  # drop the compiled graphs: the tuned ones are compiled afresh
+                inductor_config.coordinate_descent_tuning = True
+                if cuda:
+                    pipe.transformer.compile_repeated_blocks(fullgraph=True)
             elif variant == "fp8":
                 from ex4d.inpaint.quantize import enable_fp8_matmuls
 
@@ -216,8 +226,10 @@ def main(argv=None) -> int:
                     pipe.transformer.compile_repeated_blocks(fullgraph=True)
             else:
                 raise ValueError(f"unknown variant {variant!r}")
+            w0 = time.perf_counter()
             for _ in range(3 if cuda else 1):  # compile + autotune
                 v = step()
+            row["compile_s"] = round(time.perf_counter() - w0, 1)
             if reference is None:
                 reference = v.float()
             row["rel_l2_vs_quality"] = round(((v.float() - reference).norm() / reference.norm()).item(), 5)

@@ -178,3 +178,33 @@ def test_run_passes_the_generation_flags_to_the_model(tmp_path, monkeypatch):
     assert (seen["num_inference_steps"], seen["guidance_scale"], seen["seed"]) == (4, 1.0, 7)
     assert seen["offload"] == "group" and seen["fp8"] and seen["speed"].cache == "taylorseer:3"
     assert seen["extra_loras"] == [(lora, 0.5)]
+
+
+def test_run_refuses_fp8_matmul_before_any_stage(tmp_path, tiny_inputs, capsys):
+    """An --fp8-matmul run on a machine without fp8 tensor cores fails at once: no depth, no render, no folder."""
+    video, depth, _, _ = tiny_inputs
+    wan, ckpt = tmp_path / "wan", tmp_path / "ex4d.ckpt"
+    wan.mkdir()
+    ckpt.write_bytes(b"")
+    out = tmp_path / "o"
+    assert main(["run", "--input-video", str(video), "--depth", str(depth), "--output-dir", str(out),
+                 "--fill", "ex4d", "--wan-dir", str(wan), "--ex4d-ckpt", str(ckpt), "--device", "cpu",
+                 "--fp8-matmul", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "compute capability" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_batch_refuses_fp8_matmul_before_the_first_video(tmp_path, tiny_inputs, capsys):
+    video, _, _, _ = tiny_inputs
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(video.read_bytes())
+    wan, ckpt = tmp_path / "wan", tmp_path / "ex4d.ckpt"
+    wan.mkdir()
+    ckpt.write_bytes(b"")
+    out = tmp_path / "o"
+    assert main(["run", "--manifest", str(folder), "--output-dir", str(out), "--fill", "ex4d", "--wan-dir", str(wan),
+                 "--ex4d-ckpt", str(ckpt), "--device", "cpu", "--fp8-matmul", "--quiet"]) == 2
+    assert "compute capability" in capsys.readouterr().err
+    assert not (out / "a").exists()

@@ -7,9 +7,25 @@ The public API is importable from here; heavy modules load on first use (``impor
     ex4d.run("input.mp4", "out", cams=["90"], depth="depth.npz")  # the whole pipeline, cached stage by stage
 """
 
+import logging
 from importlib import import_module
 
 __version__ = "0.1.0"
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+# diffusers 0.42 warns on import whenever torchao ≥ 0.17 is installed (our 'fp8' extra) that it cannot register
+# torchao's old tensor classes for unpickling; ex4d loads no torchao-serialised checkpoint, so the line is noise.
+logging.getLogger("diffusers.quantizers.torchao.torchao_quantizer").addFilter(
+    _DropMessage("Unable to import `torchao` Tensor objects"))
 
 _LAZY = {
     "recon": "ex4d.reconstruction",

@@ -220,7 +220,7 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
     """
     from tqdm.auto import tqdm
 
-    from ex4d.run import LazyPipeline, run
+    from ex4d.run import LazyPipeline, check_generation_options, run
 
     if rank is None or world_size is None:
         rank, world_size = distributed_rank()
@@ -229,6 +229,7 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
     mine = shard_items(items, rank, world_size)
     run_options["device"] = rank_device(run_options.get("device", "auto"), world_size)
     if run_options.get("fill") == "ex4d" and run_options.get("pipe") is None:
+        check_generation_options(run_options.get("generate_options") or {}, run_options.get("device", "auto"))
         run_options["pipe"] = LazyPipeline(run_options.get("generate_options"), run_options.get("device", "auto"),
                                            progress)
     statuses = []

@@ -91,6 +91,20 @@ def load_generation_pipeline(options: dict, device: str = "auto", progress: bool
     return pipe
 
 
+def check_generation_options(options: dict, device: str = "auto") -> None:
+    """The checks of :func:`load_generation_pipeline` that cost nothing, run before the depth and render stages so
+    that a bad ``--fill ex4d`` set-up fails in seconds, not after them."""
+    speed = options.get("speed")
+    if speed is not None and getattr(speed, "fp8_matmul", False):
+        import torch
+
+        from ex4d.inpaint.quantize import check_fp8_matmul_setup
+
+        dev = resolve_device(str(options.get("device") or device))
+        dtype = options.get("torch_dtype") or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        check_fp8_matmul_setup(dev, dtype, options.get("offload", "none"), options.get("fp8", False))
+
+
 def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -149,6 +163,8 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         raise InputError("give either a depth file or a depth backend, not both")
     if not cams:
         raise InputError("at least one camera path is needed")
+    if fill == "ex4d" and pipe is None:
+        check_generation_options(generate_options or {}, device)
     video = load_video(input_video, num_frames=num_frames, height=height, width=width)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)  # after the video loads: a bad input leaves no empty folder
