@@ -16,7 +16,6 @@ time of the reference's 25-step run), peak_gib. With ``--save-dir`` the frames a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -27,19 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-try:
-    import ex4d  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(HERE.parent / "src"))
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"ex4d_bench_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchlib import load_sibling  # noqa: E402  (also makes ex4d importable)
 
 
 def main(argv=None) -> int:
@@ -52,7 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    gen = _load("generate")
+    gen = load_sibling("generate")
 
     from ex4d.inpaint.memory import configure_memory
     from ex4d.inpaint.parallel import enable_parallel, init_parallel, shutdown_parallel

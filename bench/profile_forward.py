@@ -23,7 +23,6 @@ attention backend: what this card's available kernels allow, against which the m
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -32,19 +31,8 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-try:
-    import ex4d  # noqa: F401
-except ImportError:  # a source checkout without installation
-    sys.path.insert(0, str(HERE.parent / "src"))
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"ex4d_bench_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchlib import load_sibling  # noqa: E402  (also makes ex4d importable)
 
 
 def kernel_kind(name: str) -> str:
@@ -121,7 +109,6 @@ def gemm_ceilings(tokens: int, t: dict, device, fp8: bool) -> dict:
                 out[f"fp8 {label}"] = round(flops / s / 1e12, 1)
             except RuntimeError as exc:
                 out[f"fp8 {label}"] = f"error: {str(exc).splitlines()[0][:120]}"
-        del x, w, b
     return out
 
 
@@ -161,7 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    gen, speed_bench = _load("generate"), _load("speed")
+    gen, speed_bench = load_sibling("generate"), load_sibling("speed")
     from ex4d.inpaint.memory import configure_memory
     from ex4d.inpaint.speed import SpeedSettings, configure_speed, uncompile_blocks
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import math
 import sys
@@ -47,19 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-try:
-    import ex4d  # noqa: F401
-except ImportError:  # a source checkout without installation
-    sys.path.insert(0, str(HERE.parent / "src"))
-
-
-def _load_generate_bench():
-    spec = importlib.util.spec_from_file_location("ex4d_bench_generate", HERE / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchlib import load_sibling  # noqa: E402  (also makes ex4d importable)
 
 
 def forward_flops(t: dict, frames: int, height: int, width: int, text_len: int = 512, image_len: int = 257) -> float:
@@ -86,9 +74,7 @@ def scene_videos(scene: str, frames: int, size: int, cache: str | None):
     if cache and Path(cache).exists():
         with np.load(cache) as data:
             return data["color"], data["mask"]
-    spec = importlib.util.spec_from_file_location("ex4d_bench_fill", HERE / "fill.py")
-    fill = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fill)
+    fill = load_sibling("fill")
     seed, _, cam = scene.partition(":")
     result, _, _ = fill.scene_case(int(seed), cam or "90", size, frames)
     color, mask = result.color, result.mask.astype(np.uint8) * 255 if result.mask.dtype == bool else result.mask
@@ -119,7 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    gen = _load_generate_bench()
+    gen = load_sibling("generate")
     log = (lambda *a: None) if args.quiet else (lambda msg: print(f"# {msg}", file=sys.stderr, flush=True))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     cuda = device.type == "cuda"

@@ -42,7 +42,7 @@ def test_bench_speed_tiny_runs_every_mode_in_order(capsys):
     assert rows[1]["psnr_vs_eager"] > 40  # quality mode = eager within rounding (fp32 on the CPU)
     assert rows[3]["steps"] == 4 and rows[3]["cfg"] == 1.0 and rows[3]["forward_s"] == rows[3]["step_s"]
     # the FLOP count of one forward at the real size is the issue's ≈4.6·10^14
-    assert 4.4e14 < speed.forward_flops(speed._load_generate_bench().REAL["transformer"], 49, 512, 512) < 4.9e14
+    assert 4.4e14 < speed.forward_flops(speed.load_sibling("generate").REAL["transformer"], 49, 512, 512) < 4.9e14
     assert speed.main(["--tiny", "--quiet", "--configs", "quality,eager"]) == 1  # eager after compile is refused
 
 

@@ -14,7 +14,7 @@ from ex4d.inpaint.loading import load_pipeline
 from ex4d.inpaint.quantize import enable_fp8_matmuls, fp8_matmul_supported, select_fp8_linears
 from ex4d.inpaint.speed import SpeedSettings, configure_speed, fuse_lora
 
-from .tiny import tiny_videos
+from .tiny import generate_cli_args, tiny_videos
 
 torchao = pytest.importorskip("torchao")
 
@@ -126,14 +126,8 @@ def test_cli_fp8_matmul(wan_dir, ex4d_ckpt, tmp_path, capsys):
     import numpy as np
 
     from ex4d.cli import main
-    from ex4d.io.video import save_video
 
-    color, mask = tiny_videos(5, 32, 32)
-    save_video(tmp_path / "color.mp4", color)
-    save_video(tmp_path / "mask.mp4", mask)
-    base = ["generate", "--color-video", str(tmp_path / "color.mp4"), "--mask-video", str(tmp_path / "mask.mp4"),
-            "--height", "32", "--width", "32", "--num-frames", "5", "--steps", "1", "--device", "cpu",
-            "--wan-dir", str(wan_dir), "--ex4d-ckpt", str(ex4d_ckpt), "--fp8-matmul", "--dtype", "bf16"]
+    base = generate_cli_args(tmp_path, wan_dir, ex4d_ckpt, "--fp8-matmul", "--dtype", "bf16")
     out = tmp_path / "out.mp4"
     assert main(base + ["--output-video", str(out)]) == 2
     err = capsys.readouterr().err

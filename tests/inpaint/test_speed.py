@@ -10,7 +10,7 @@ from ex4d.inpaint.memory import configure_memory
 from ex4d.inpaint.speed import (SpeedSettings, configure_speed, fuse_lora, parse_cache, pick_attention_backend,
                                 set_model_attention_backend, unfuse_lora)
 
-from .tiny import tiny_videos
+from .tiny import generate_cli_args, tiny_videos
 
 KW = dict(height=32, width=32, num_inference_steps=2, mask_erode=2, output_type="latent", guidance_scale=5.0)
 
@@ -117,14 +117,8 @@ def test_cli_speed_flags(wan_dir, ex4d_ckpt, tmp_path, capsys):
     from safetensors.torch import save_file
 
     from ex4d.cli import main
-    from ex4d.io.video import save_video
 
-    color, mask = tiny_videos(5, 32, 32)
-    save_video(tmp_path / "color.mp4", color)
-    save_video(tmp_path / "mask.mp4", mask)
-    base = ["generate", "--color-video", str(tmp_path / "color.mp4"), "--mask-video", str(tmp_path / "mask.mp4"),
-            "--height", "32", "--width", "32", "--num-frames", "5", "--steps", "1", "--device", "cpu",
-            "--wan-dir", str(wan_dir), "--ex4d-ckpt", str(ex4d_ckpt), "--save-arrays"]
+    base = generate_cli_args(tmp_path, wan_dir, ex4d_ckpt, "--save-arrays")
 
     def frames(name, *extra):
         assert main(base + ["--output-video", str(tmp_path / f"{name}.mp4"), *extra]) == 0

@@ -131,6 +131,19 @@ def tiny_videos(num_frames: int = 9, height: int = 40, width: int = 48, seed: in
     return color.numpy(), mask.numpy()
 
 
+def generate_cli_args(tmp_path, wan_dir, ex4d_ckpt, *extra) -> list[str]:
+    """``ex4d generate`` arguments on a 5-frame 32×32 tiny render written under ``tmp_path`` (1 step, CPU);
+    the caller adds ``--output-video``."""
+    from ex4d.io.video import save_video
+
+    color, mask = tiny_videos(5, 32, 32)
+    save_video(tmp_path / "color.mp4", color)
+    save_video(tmp_path / "mask.mp4", mask)
+    return ["generate", "--color-video", str(tmp_path / "color.mp4"), "--mask-video", str(tmp_path / "mask.mp4"),
+            "--height", "32", "--width", "32", "--num-frames", "5", "--steps", "1", "--device", "cpu",
+            "--wan-dir", str(wan_dir), "--ex4d-ckpt", str(ex4d_ckpt), *extra]
+
+
 # ---------------------------------------------------------------------------------------------- original layout
 _DIT_TOP_INV = {
     "condition_embedder.text_embedder.linear_1": "text_embedding.0",
