@@ -102,3 +102,27 @@ def test_ex4d_fill_runs_a_tiny_model_when_weights_are_given(ws, clip, tmp_path):
     with av.open(files[0]) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 9 and frames[0].shape == (32, 32, 3)  # the model's size; 9 = 4k+1 frames
+
+
+def test_ui_command_passes_the_generation_options(tmp_path, monkeypatch, capsys):
+    """``ex4d ui --wan-dir W --ex4d-ckpt C --offload group --fp8 --steps 4`` serves the ex4d fill with those options;
+    an impossible set-up (fp8 matmuls on a CPU) stops before the server starts."""
+    pytest.importorskip("diffusers")
+    import ex4d.ui.app
+
+    wan, ckpt = tmp_path / "wan", tmp_path / "ex4d.ckpt"
+    wan.mkdir()
+    ckpt.write_bytes(b"")
+    seen = {}
+    monkeypatch.setattr(ex4d.ui.app, "build_app", lambda ws, device, generate_options: seen.update(generate_options))
+    monkeypatch.setattr(ex4d.ui.app, "launch", lambda *a, **k: None)
+    base = ["ui", "--work-dir", str(tmp_path / "w"), "--wan-dir", str(wan), "--ex4d-ckpt", str(ckpt), "--quiet",
+            "--device", "cpu"]
+    assert main(base + ["--offload", "group", "--fp8", "--steps", "4", "--cache", "taylorseer:3"]) == 0
+    assert seen["model_dir"] == wan and seen["adapter"] == ckpt
+    assert seen["offload"] == "group" and seen["fp8"] and seen["num_inference_steps"] == 4
+    assert seen["speed"].cache == "taylorseer:3"
+    seen.clear()
+    capsys.readouterr()
+    assert main(base + ["--fp8-matmul"]) == 2
+    assert "compute capability" in capsys.readouterr().err and not seen

@@ -10,6 +10,7 @@ from ex4d.utils.argtypes import positive_int
 
 
 def add_ui_parser(sub) -> None:
+    from ex4d.cli import add_generation_options
     from ex4d.ui.session import default_work_dir
 
     p = sub.add_parser("ui", help="web app: upload a video, design the camera path with a live preview, generate",
@@ -27,6 +28,7 @@ def add_ui_parser(sub) -> None:
     p.add_argument("--ex4d-ckpt", help="ex4d.ckpt or adapter folder: with --wan-dir, offers the ex4d fill")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no startup banner")
+    add_generation_options(p)  # the ex4d fill's sampler, memory and speed options, as ex4d generate's
     p.set_defaults(func=run_ui)
 
 
@@ -42,7 +44,11 @@ def run_ui(args) -> int:
             raise InputError(f"{args.wan_dir}: --wan-dir is not a folder (both --wan-dir and --ex4d-ckpt are needed)")
         if not (args.ex4d_ckpt and ckpt.exists()):
             raise InputError(f"{args.ex4d_ckpt}: --ex4d-ckpt not found (both --wan-dir and --ex4d-ckpt are needed)")
-        generate_options = {"model_dir": wan, "adapter": ckpt}
+        from ex4d.cli import generation_options
+        from ex4d.run import check_generation_options
+
+        generate_options = {"model_dir": wan, "adapter": ckpt, **generation_options(args)}
+        check_generation_options(generate_options, args.device)  # e.g. --fp8-matmul without an fp8 GPU
     workspace = Workspace(args.work_dir, max_upload_mb=args.max_upload_mb, max_frames=args.num_frames,
                           depth_backend=args.depth_backend)
     # Gradio keeps uploads and served copies in GRADIO_TEMP_DIR: inside the work dir. Set before importing it.
