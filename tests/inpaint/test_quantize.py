@@ -169,8 +169,37 @@ def test_setup_is_checked_before_loading():
         check_fp8_matmul_setup("cpu", torch.bfloat16)  # fine
         with pytest.raises(InputError, match="bf16"):
             check_fp8_matmul_setup("cpu", torch.float16)
-        for kw in (dict(offload="group"), dict(offload="model"), dict(fp8_storage=True)):
+        for kw in (dict(offload="group"), dict(fp8_storage=True)):
             with pytest.raises(InputError, match="cannot be combined"):
                 check_fp8_matmul_setup("cpu", torch.bfloat16, **kw)
+        check_fp8_matmul_setup("cpu", torch.bfloat16, offload="model")  # the fp8 DiT moves as a whole
         with mock.patch("importlib.util.find_spec", lambda name: None), pytest.raises(InputError, match="ex4d.fp8"):
             check_fp8_matmul_setup("cpu", torch.bfloat16)
+
+
+def test_blockwise_quantisation_equals_whole_model(wan_dir, ex4d_ckpt):
+    """--offload model quantises block by block (each block to the GPU and back): same fp8 weights and scales."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    from ex4d.inpaint.quantize import quantize_blockwise
+
+    models = []
+    for _ in range(2):
+        t = load_pipeline(wan_dir, ex4d_ckpt, torch_dtype=torch.bfloat16).transformer
+        fuse_lora(t)
+        models.append(t)
+    chosen = set(select_fp8_linears(models[0]))
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=1e-12,
+                                                       set_inductor_config=False)
+    hw, _ = _cpu_fp8()
+    with hw:
+        quantize_(models[0], config, filter_fn=lambda m, n: n in chosen)
+        quantize_blockwise(models[1], config, chosen, torch.device("cpu"))
+    a, b = (dict(m.named_modules()) for m in models)
+    for name in chosen:
+        wa, wb = a[name].weight, b[name].weight
+        assert type(wa) is type(wb) and wa.qdata.dtype == torch.float8_e4m3fn
+        assert torch.equal(wa.qdata.view(torch.uint8), wb.qdata.view(torch.uint8)) and torch.equal(wa.scale, wb.scale)
+    untouched = [n for n, m in b.items() if isinstance(m, torch.nn.Linear) and n not in chosen and
+                 not type(m.weight).__name__.startswith("Float8")]
+    assert untouched  # embedders, head, LoRA factors stay plain
