@@ -383,7 +383,7 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
         # 1. preprocessing (resize, sample/pad, erode, binarise, scale): (1, 3, T, H, W) each
         video, mask = prepare_videos(
             color_video, mask_video, height, width, num_frames, mask_erode,
-            seed if erode_seed is None else erode_seed,
+            seed if erode_seed is None else erode_seed, device=device,
         )
         num_frames = video.shape[2]
         check_size(num_frames, height, width)

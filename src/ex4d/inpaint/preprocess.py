@@ -106,8 +106,8 @@ def erode(mask: torch.Tensor, k: int) -> torch.Tensor:
     return out.reshape(mask.shape).to(mask.dtype)
 
 
-def _as_frames(frames, name: str) -> torch.Tensor:
-    """(T, H, W, 3|1) or (T, H, W) uint8 array/tensor -> float32 tensor (T, 3, H, W) in 0..255."""
+def _as_frames(frames, name: str, device=None) -> torch.Tensor:
+    """(T, H, W, 3|1) or (T, H, W) uint8 array/tensor -> float32 tensor (T, 3, H, W) in 0..255 on ``device``."""
     t = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
     if t.ndim == 3:
         t = t[..., None]
@@ -117,6 +117,8 @@ def _as_frames(frames, name: str) -> torch.Tensor:
         raise InputError(f"{name} is empty (shape {tuple(t.shape)})")
     if t.dtype != torch.uint8:
         raise InputError(f"{name} must be uint8 (0..255), got {t.dtype}")
+    if device is not None:
+        t = t.to(device)  # moved as uint8: a quarter of the bytes of the float frames
     t = t.permute(0, 3, 1, 2).float()
     return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
 
@@ -137,6 +139,7 @@ def prepare_videos(
     mask_erode: int | None = None,
     erode_seed: int = 0,
     kernels: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's generator inputs from the DW-Mesh renders.
 
@@ -147,12 +150,16 @@ def prepare_videos(
         num_frames: frames to produce (4k+1); ``None`` = the input's length, which must then be 4k+1.
         mask_erode: fixed erosion kernel size (0 = none); ``None`` draws it in 2…8 per frame with ``erode_seed``.
         kernels: explicit per-frame kernel sizes (overrides the two above; for tests).
+        device: where to compute (default: the inputs' device, the CPU for arrays). The pipeline passes its
+            execution device: on a GPU this takes milliseconds instead of 1.3–1.9 s of 2-core CPU time for
+            49×512². Values are the same on both but for float rounding in the bilinear resize (only when the
+            render's size differs from ``height × width``).
 
     Returns:
         ``(video, mask)``: float32 ``(1, 3, T, height, width)``, video = colour·m·2−1 ∈ [−1,1], mask = m·2−1 ∈ {−1,1}.
     """
-    c = _as_frames(color, "colour video")
-    m = _as_frames(mask, "mask video")
+    c = _as_frames(color, "colour video", device)
+    m = _as_frames(mask, "mask video", device)
     if c.shape[0] != m.shape[0]:
         raise InputError(f"colour and mask videos differ in length ({c.shape[0]} vs {m.shape[0]} frames)")
     if c.shape[-2:] != m.shape[-2:]:
