@@ -203,3 +203,15 @@ def test_blockwise_quantisation_equals_whole_model(wan_dir, ex4d_ckpt):
     untouched = [n for n, m in b.items() if isinstance(m, torch.nn.Linear) and n not in chosen and
                  not type(m.weight).__name__.startswith("Float8")]
     assert untouched  # embedders, head, LoRA factors stay plain
+
+
+def test_fp8_matmul_combines_with_a_step_cache(wan_dir, ex4d_ckpt):
+    """Fast modes stack: fp8 products under TaylorSeer (uncompiled, as step caches run)."""
+    p = load_pipeline(wan_dir, ex4d_ckpt, torch_dtype=torch.bfloat16)
+    p.set_progress_bar_config(disable=True)
+    hw, ours = _cpu_fp8()
+    with hw, ours:
+        summary = configure_speed(p, SpeedSettings(fp8_matmul=True, cache="taylorseer:2"), "cpu")
+    assert summary["fp8_matmul"] > 0 and summary["cache"] == "taylorseer:2" and not summary["compile"]
+    out = p(*tiny_videos(5, 32, 32), **{**KW, "num_inference_steps": 5}).frames
+    assert torch.isfinite(out).all()
