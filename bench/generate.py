@@ -226,8 +226,9 @@ def _sync(device: torch.device) -> None:
 
 
 def timed_call(pipe, device: torch.device, color, mask, **kwargs) -> tuple[np.ndarray, dict]:
-    """One ``pipe(color, mask, **kwargs)`` call (uint8 frames out), timed with device syncs at the first DiT call
-    and after every step: (frames, {total_s, encode_s, step_s = median of steps 2…, decode_and_rest_s})."""
+    """One ``pipe(color, mask, **kwargs)`` call (uint8 frames out), timed with device syncs at the first DiT call,
+    after every step and around the VAE decode: (frames, {total_s, encode_s, denoise_s, first_step_s,
+    step_s = median of steps 2…, decode_and_rest_s, decode_s, rest_s})."""
     marks: dict = {"dit": None, "steps": []}
 
     def first_dit(module, inputs):
@@ -240,6 +241,17 @@ def timed_call(pipe, device: torch.device, color, mask, **kwargs) -> tuple[np.nd
         marks["steps"].append(time.perf_counter())
         return kw
 
+    vae_decode, own = pipe.vae_decode, pipe.__dict__.get("vae_decode")
+
+    def timed_decode(latents):
+        _sync(device)
+        marks["decode0"] = time.perf_counter()
+        out = vae_decode(latents)
+        _sync(device)
+        marks["decode1"] = time.perf_counter()
+        return out
+
+    pipe.vae_decode = timed_decode  # (instance attribute: only this pipeline, only this call)
     handle = pipe.transformer.register_forward_pre_hook(first_dit)
     try:
         _sync(device)
@@ -249,10 +261,17 @@ def timed_call(pipe, device: torch.device, color, mask, **kwargs) -> tuple[np.nd
         end = time.perf_counter()
     finally:
         handle.remove()
+        if own is None:
+            del pipe.vae_decode  # back to the class's method
+        else:
+            pipe.vae_decode = own
     per_step = np.diff([marks["dit"]] + marks["steps"]).tolist()
+    decode_s = marks["decode1"] - marks["decode0"]
     return frames, dict(total_s=end - start, encode_s=marks["dit"] - start,
+                        denoise_s=marks["steps"][-1] - marks["dit"], first_step_s=per_step[0],
                         step_s=statistics.median(per_step[1:] if len(per_step) > 1 else per_step),
-                        decode_and_rest_s=end - marks["steps"][-1])
+                        decode_and_rest_s=end - marks["steps"][-1], decode_s=decode_s,
+                        rest_s=end - marks["steps"][-1] - decode_s)
 
 
 def run_one(args, offload: str, fp8: bool, log) -> dict:
@@ -278,54 +297,15 @@ def run_one(args, offload: str, fp8: bool, log) -> dict:
         _sync(device)
         row["build_s"] = round(time.perf_counter() - t0, 2)
         color, mask = synthetic_videos(args.frames, height, width)
-
-        marks: dict = {"dit": None, "steps": []}
-
-        def first_dit(module, inputs):
-            if marks["dit"] is None:
-                _sync(device)
-                marks["dit"] = time.perf_counter()
-
-        def on_step(p, i, t, kw):
-            _sync(device)
-            marks["steps"].append(time.perf_counter())
-            return kw
-
-        vae_decode = pipe.vae_decode
-
-        def timed_decode(latents):
-            _sync(device)
-            marks["decode0"] = time.perf_counter()
-            out = vae_decode(latents)
-            _sync(device)
-            marks["decode1"] = time.perf_counter()
-            return out
-
-        pipe.vae_decode = timed_decode  # (instance attribute: only this pipeline, only this run)
-        handle = pipe.transformer.register_forward_pre_hook(first_dit)
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
             row["resident_gib"] = round(torch.cuda.memory_allocated(device) / 2**30, 2)
-        _sync(device)
-        start = time.perf_counter()
-        frames = pipe(color, mask, height=height, width=width, num_frames=args.frames,
-                      num_inference_steps=args.steps, guidance_scale=args.cfg, seed=0, mask_erode=0,
-                      output_type="np", callback_on_step_end=on_step).frames
-        _sync(device)
-        end = time.perf_counter()
-        handle.remove()
-        steps = np.diff([marks["dit"]] + marks["steps"]).tolist()
-        row.update(
-            total_s=round(end - start, 3),
-            encode_s=round(marks["dit"] - start, 3),
-            denoise_s=round(marks["steps"][-1] - marks["dit"], 3),
-            first_step_s=round(steps[0], 3),
-            step_s=round(statistics.median(steps[1:] if len(steps) > 1 else steps), 3),
-            decode_s=round(marks["decode1"] - marks["decode0"], 3),
-            rest_s=round(end - marks["steps"][-1] - (marks["decode1"] - marks["decode0"]), 3),
-            output_shape=list(frames.shape),
-        )
+        frames, timing = timed_call(pipe, device, color, mask, height=height, width=width, num_frames=args.frames,
+                                    num_inference_steps=args.steps, guidance_scale=args.cfg, seed=0, mask_erode=0)
+        row.update({k: round(timing[k], 3) for k in ("total_s", "encode_s", "denoise_s", "first_step_s", "step_s",
+                                                      "decode_s", "rest_s")},
+                   output_shape=list(frames.shape))
         if cuda:
             row["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
             row["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
