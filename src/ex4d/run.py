@@ -76,10 +76,7 @@ def load_generation_pipeline(options: dict, device: str = "auto", progress: bool
     """Load Wan2.1-I2V + the EX-4D adapter as ``generate`` would (``options``: ``model_dir``, ``adapter`` and
     optionally ``device``, ``torch_dtype``, ``offload``, ``fp8``, ``group_offload_type``, ``speed``,
     ``extra_loras``; context parallelism is ``ex4d generate``'s alone)."""
-    try:
-        from ex4d.inpaint.generate import load_generation_pipeline as load
-    except ImportError as exc:
-        raise InputError(f'--fill ex4d needs the diffusion extra: pip install "ex4d[diffusion]" ({exc})') from None
+    load = _generation_module().load_generation_pipeline
     if options.get("model_dir") is None or options.get("adapter") is None:
         raise InputError("--fill ex4d needs the Wan2.1-I2V folder (--wan-dir) and ex4d.ckpt (--ex4d-ckpt)")
     pipe = load(options["model_dir"], options["adapter"], resolve_device(str(options.get("device") or device)),
@@ -91,18 +88,21 @@ def load_generation_pipeline(options: dict, device: str = "auto", progress: bool
     return pipe
 
 
+def _generation_module():
+    """``ex4d.inpaint.generate``, or a one-line error naming the extra it needs."""
+    try:
+        from ex4d.inpaint import generate
+    except ImportError as exc:
+        raise InputError(f'--fill ex4d needs the diffusion extra: pip install "ex4d[diffusion]" ({exc})') from None
+    return generate
+
+
 def check_generation_options(options: dict, device: str = "auto") -> None:
-    """The checks of :func:`load_generation_pipeline` that cost nothing, run before the depth and render stages so
-    that a bad ``--fill ex4d`` set-up fails in seconds, not after them."""
-    speed = options.get("speed")
-    if speed is not None and getattr(speed, "fp8_matmul", False):
-        import torch
-
-        from ex4d.inpaint.quantize import check_fp8_matmul_setup
-
-        dev = resolve_device(str(options.get("device") or device))
-        dtype = options.get("torch_dtype") or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-        check_fp8_matmul_setup(dev, dtype, options.get("offload", "none"), options.get("fp8", False))
+    """:func:`ex4d.inpaint.generate.check_generation_setup` for ``generate_options``, run before the depth and render
+    stages so that a bad ``--fill ex4d`` set-up fails in seconds, not after them."""
+    _generation_module().check_generation_setup(
+        resolve_device(str(options.get("device") or device)), torch_dtype=options.get("torch_dtype"),
+        offload=options.get("offload", "none"), fp8=options.get("fp8", False), speed=options.get("speed"))
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -25,9 +25,24 @@ from ex4d.inpaint.prompts import (
     DEFAULT_WIDTH,
 )
 
-__all__ = ["generate", "load_generation_pipeline"]
+__all__ = ["generate", "load_generation_pipeline", "check_generation_setup", "default_dtype"]
 
 logger = logging.getLogger(__name__)
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """The DiT's dtype when none is given: bfloat16 on CUDA, float32 elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def check_generation_setup(device: str | torch.device, *, torch_dtype: torch.dtype | None = None,
+                           offload: str = "none", fp8: bool = False, speed: SpeedSettings | None = None) -> None:
+    """What :func:`load_generation_pipeline` refuses before loading anything (one-line InputError), callable on its
+    own so that a longer job (``ex4d run``, the web app) can fail before its earlier stages."""
+    if speed is not None and speed.fp8_matmul:
+        from ex4d.inpaint.quantize import check_fp8_matmul_setup
+
+        check_fp8_matmul_setup(device, torch_dtype or default_dtype(device), offload, fp8)
 
 
 def load_generation_pipeline(model_dir, adapter, device: str | torch.device, *, torch_dtype: torch.dtype | None = None,
@@ -41,12 +56,8 @@ def load_generation_pipeline(model_dir, adapter, device: str | torch.device, *, 
 
     if model_dir is None or adapter is None:
         raise InputError("generate needs model_dir (Wan2.1-I2V folder) and adapter (ex4d.ckpt)")
-    if torch_dtype is None:
-        torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    if speed is not None and speed.fp8_matmul:  # checked before the (slow) model load
-        from ex4d.inpaint.quantize import check_fp8_matmul_setup
-
-        check_fp8_matmul_setup(device, torch_dtype, offload, fp8)
+    torch_dtype = torch_dtype or default_dtype(device)
+    check_generation_setup(device, torch_dtype=torch_dtype, offload=offload, fp8=fp8, speed=speed)
     pipe = load_pipeline(model_dir, adapter, torch_dtype=torch_dtype)
     if extra_loras:
         from ex4d.inpaint.extra_lora import fuse_extra_lora

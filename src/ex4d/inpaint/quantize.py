@@ -93,10 +93,9 @@ def enable_fp8_matmuls(transformer: nn.Module, device: torch.device | str | None
     """
     device = torch.device(device) if device is not None else next(transformer.parameters()).device
     _require_device(device)
-    try:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-    except ImportError:
-        raise InputError("fp8 matmuls need torchao: pip install 'ex4d[fp8]'") from None
+    _require_torchao()
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
     pending = _unmerged_lora(transformer)
     if pending:
         raise InputError(f"fp8 matmuls need the LoRA fused first ({len(pending)} unmerged layers, e.g. {pending[0]})")
