@@ -77,7 +77,7 @@ def scene_videos(scene: str, frames: int, size: int, cache: str | None):
     fill = load_sibling("fill")
     seed, _, cam = scene.partition(":")
     result, _, _ = fill.scene_case(int(seed), cam or "90", size, frames)
-    color, mask = result.color, result.mask.astype(np.uint8) * 255 if result.mask.dtype == bool else result.mask
+    color, mask = result.color, result.mask.astype(np.uint8) * 255  # ReconResult.mask: bool, True = seen
     if cache:
         np.savez_compressed(cache, color=color, mask=mask)
     return color, mask
