@@ -9,13 +9,14 @@ Builds the real-size pipeline with random weights (bench/generate.py), records t
 evaluation (``predict_velocity``: batched CFG, i.e. one DiT call of batch 2), then for each variant, cumulatively:
 
     quality   ex4d's default speed settings (batched CFG, LoRA fused, best attention, compiled blocks)
+    cudnn     quality with cuDNN attention instead of the automatic pick (FA4 on Hopper when the fa4 extra is in)
     tuned     quality, recompiled with inductor's coordinate-descent tuning of the fused kernels
     fp8       + fp8 matmuls in the blocks' linears (torchao, row-wise scales)            [approximate]
 
 times the evaluation (CUDA events, median of --repeats after 3 warm-ups), profiles two more with torch.profiler
 and sums the GPU kernels by kind (matmul, attention, fused elementwise, other), per DiT forward of one branch.
 Then it measures each kind's ceiling on this card with the same shapes: the bf16 (and fp8 row-wise) matrix
-products of one block, scaled_dot_product_attention per backend at the self-attention shape, and a device copy.
+products of one block, scaled_dot_product_attention per backend (and FA4 when installed) at the self-attention shape, and a device copy.
 ``achievable`` = the forward's matmul FLOPs at the measured matmul rate + attention FLOPs at the fastest measured
 attention backend: what this card's available kernels allow, against which the measured forward is compared.
 """
@@ -129,6 +130,17 @@ def attention_ceilings(batch: int, heads: int, tokens: int, head_dim: int, devic
             out[name.lower()] = round(flops / s / 1e12, 1)
         except (RuntimeError, AttributeError) as exc:
             out[name.lower()] = f"error: {str(exc).splitlines()[0][:120]}"
+    from ex4d.inpaint.fa4 import fa4_attention, fa4_supported
+
+    if fa4_supported(torch.device(device)):  # FlashAttention-4 from PyPI (extra fa4), diffusers' layout directly
+        ql, kl, vl = (t.transpose(1, 2) for t in (q, k, v))
+        try:
+            with torch.no_grad():
+                fa4_attention(ql, kl, vl)  # first call compiles the CuTe-DSL kernel
+                s = statistics.median(_timed(lambda: fa4_attention(ql, kl, vl), 5, device))
+            out["fa4"] = round(flops / s / 1e12, 1)
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            out["fa4"] = f"error: {str(exc).splitlines()[0][:120]}"
     return out
 
 
@@ -141,7 +153,7 @@ def copy_bandwidth(device) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="quality,fp8")
+    p.add_argument("--variants", default="quality,cudnn,fp8")
     p.add_argument("--frames", type=int, default=49)
     p.add_argument("--size", default="512x512")
     p.add_argument("--repeats", type=int, default=5)
@@ -150,7 +162,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     gen, speed_bench = load_sibling("generate"), load_sibling("speed")
     from ex4d.inpaint.memory import configure_memory
-    from ex4d.inpaint.speed import SpeedSettings, configure_speed, uncompile_blocks
+    from ex4d.inpaint.speed import SpeedSettings, configure_speed, set_model_attention_backend, uncompile_blocks
 
     cuda = torch.cuda.is_available() and not args.tiny
     device = torch.device("cuda" if cuda else "cpu")
@@ -196,6 +208,13 @@ def main(argv=None) -> int:
         try:
             if variant == "quality":
                 row["speed"] = configure_speed(pipe, SpeedSettings(compile=cuda), device)
+            elif variant == "cudnn":  # quality mode with cuDNN attention, to compare with quality's auto pick (FA4)
+                uncompile_blocks(pipe.transformer)
+                torch._dynamo.reset()
+                set_model_attention_backend(pipe.transformer, "_native_cudnn" if cuda else "native")
+                row["attention"] = "_native_cudnn" if cuda else "native"
+                if cuda:
+                    pipe.transformer.compile_repeated_blocks(fullgraph=True)
             elif variant == "tuned":
                 import torch._inductor.config as inductor_config
 

@@ -12,6 +12,8 @@ reference's schedule):
     eager       the reference order: two DiT calls per step, LoRA unfused, PyTorch SDPA, no compile (baseline)
     quality     ex4d's default (ex4d.inpaint.speed): batched CFG, LoRA fused, best attention backend,
                 torch.compile of the DiT blocks (a 2-step warm-up call first, so compile time is reported apart)
+    cudnn       quality with cuDNN attention instead of the automatic pick (FA4 on Hopper/Blackwell when the
+                fa4 extra is installed; the row's speed.attention names quality's backend)
     fbc         quality without compile + FirstBlockCache (--fbc-threshold)    [approximate]
     taylorseer  quality without compile + TaylorSeer (--taylorseer-interval)   [approximate]
     distill4    quality, 4 steps without CFG: the cost of a few-step distilled LoRA fused into the DiT
@@ -182,6 +184,20 @@ def main(argv=None) -> int:
                     row["uncompiled_blocks"] = uncompile_blocks(pipe.transformer)
                     spec = f"fbc:{args.fbc_threshold}" if name == "fbc" else f"taylorseer:{args.taylorseer_interval}"
                     pipe.transformer.enable_cache(parse_cache(spec))
+                elif name == "cudnn":
+                    # quality with cuDNN attention instead of the automatic pick (FA4 on Hopper when installed);
+                    # later configurations keep it. Recompiled, and warmed up apart.
+                    from ex4d.inpaint.speed import set_model_attention_backend
+
+                    uncompile_blocks(pipe.transformer)
+                    torch._dynamo.reset()
+                    row["attention"] = "_native_cudnn" if cuda else "native"
+                    set_model_attention_backend(pipe.transformer, row["attention"])
+                    if compile_:
+                        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+                        w0 = time.perf_counter()
+                        call(2, 5.0)
+                        row["warmup_s"] = round(time.perf_counter() - w0, 1)
                 elif name == "fp8mm" and not fp8_ready:
                     # Changes the weights: later configurations keep it. Recompiled, and warmed up apart.
                     from ex4d.inpaint.quantize import enable_fp8_matmuls
@@ -194,7 +210,7 @@ def main(argv=None) -> int:
                         w0 = time.perf_counter()
                         call(2, 5.0)
                         row["warmup_s"] = round(time.perf_counter() - w0, 1)
-                elif name not in ("quality", "distill4", "fp8mm", "fp8distill4"):
+                elif name not in ("quality", "cudnn", "distill4", "fp8mm", "fp8distill4"):
                     raise ValueError(f"unknown configuration {name!r}")
             if cuda:
                 torch.cuda.empty_cache()

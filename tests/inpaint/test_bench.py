@@ -34,9 +34,10 @@ def _load(name):
 
 def test_bench_speed_tiny_runs_every_mode_in_order(capsys):
     speed = _load("speed")
-    rc = speed.main(["--tiny", "--quiet", "--configs", "eager,quality,taylorseer,distill4"])
+    rc = speed.main(["--tiny", "--quiet", "--configs", "eager,quality,cudnn,taylorseer,distill4"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert rc == 0 and [r["config"] for r in rows] == ["eager", "quality", "taylorseer", "distill4"]
+    assert rc == 0 and [r["config"] for r in rows] == ["eager", "quality", "cudnn", "taylorseer", "distill4"]
+    assert rows.pop(2)["psnr_vs_quality"] > 60  # the same attention on the CPU: the same frames
     assert all("error" not in r for r in rows)
     assert rows[1]["speed"]["cfg_batch"] and rows[1]["speed"]["lora_fused"] > 0
     assert rows[1]["psnr_vs_eager"] > 40  # quality mode = eager within rounding (fp32 on the CPU)
@@ -77,7 +78,8 @@ def test_bench_profile_forward_tiny_and_kernel_kinds(capsys):
     prof = _load("profile_forward")
     assert prof.main(["--tiny"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [r["variant"] for r in rows] == ["quality"] and rows[0]["speed"]["cfg_batch"]
+    assert [r["variant"] for r in rows] == ["quality", "cudnn"] and rows[0]["speed"]["cfg_batch"]
+    assert rows[1]["rel_l2_vs_quality"] < 1e-5  # same attention on the CPU: same forward
     # kernel names seen on an H200 (bench/profile_forward.py output, 2026-11-26)
     kinds = {"nvjet_sm90_tst_192x192_64x4_1x2_h_bz_coopB_bias_TNN": "matmul",
              "nvjet_sm90_qqtst_128x128_128x6_2x1_v_bz_ovscale_bias_TNT": "matmul",

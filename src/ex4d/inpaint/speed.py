@@ -3,7 +3,8 @@
 Quality mode keeps the reference's outputs within bf16 rounding:
 
 * **batched CFG** — the conditional and unconditional branches run as one DiT call with batch 2;
-* **attention backend** — the fastest available one for the DiT (``auto``: FlashAttention-3, then
+* **attention backend** — the fastest available one for the DiT (``auto``: FlashAttention-4 from PyPI on Hopper and
+  Blackwell GPUs when the ``fa4`` extra is installed (:mod:`ex4d.inpaint.fa4`), then FlashAttention-3, then
   FlashAttention-2 when installed, cuDNN attention on Hopper-class GPUs, else PyTorch's SDPA), set on this model's
   attention processors only (not diffusers' process-wide default);
 * **LoRA fused** into the DiT weights (peft ``merge``), so the adapter costs nothing per step; undone by
@@ -46,7 +47,8 @@ class SpeedSettings:
     Attributes:
         mode: ``"quality"`` (batched CFG, fused LoRA, best attention, compile on CUDA) or ``"eager"`` (the plain
             reference order: two DiT calls per step, unfused LoRA, PyTorch SDPA, no compile) — the baseline.
-        attention: ``"auto"`` or a diffusers backend name (``native``, ``_native_cudnn``, ``flash``, ``_flash_3``…).
+        attention: ``"auto"``, ``"fa4"`` (FlashAttention-4 from PyPI) or a diffusers backend name (``native``,
+            ``_native_cudnn``, ``flash``, ``_flash_3``…).
         compile: ``None`` = on in quality mode on CUDA; ``True``/``False`` force it.
         compile_backend: torch.compile backend (``inductor``; tests use ``eager``).
         fuse_lora: merge the LoRA into the weights (quality mode; skipped with fp8 storage or offloading).
@@ -67,29 +69,47 @@ def pick_attention_backend(device: torch.device) -> str:
     """The fastest attention backend usable on ``device`` (see module doc)."""
     if device.type != "cuda":
         return "native"
-    import importlib.util
+    from ex4d.inpaint.fa4 import FA4_BACKEND, fa4_supported
 
-    if importlib.util.find_spec("flash_attn_interface") is not None:
+    if fa4_supported(device):
+        return FA4_BACKEND
+    if _module_found("flash_attn_interface"):
         return "_flash_3"
-    if importlib.util.find_spec("flash_attn") is not None:
+    # flash-attn 2's own module; ``flash_attn`` alone may be FA4's namespace package (``flash_attn.cute``).
+    if _module_found("flash_attn.flash_attn_interface"):
         return "flash"
     major, _ = torch.cuda.get_device_capability(device)
     return "_native_cudnn" if major >= 9 else "native"
 
 
+def _module_found(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def set_model_attention_backend(model: torch.nn.Module, backend: str) -> int:
     """Set ``backend`` on every attention processor of ``model`` only; returns how many were set.
 
-    (diffusers' ``ModelMixin.set_attention_backend`` also changes the process-wide active backend.)
+    (diffusers' ``ModelMixin.set_attention_backend`` also changes the process-wide active backend.) ``"fa4"`` is
+    diffusers' ``flash_4_hub`` backend with the kernel of the PyPI package (:mod:`ex4d.inpaint.fa4`).
     """
     from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
 
-    try:
-        name = AttentionBackendName(backend.lower())
-    except ValueError:
-        choices = ", ".join(sorted(b.value for b in AttentionBackendName))
-        raise InputError(f"attention backend: expected one of {choices}, found {backend!r}") from None
-    _check_attention_backend_requirements(name)
+    from ex4d.inpaint.fa4 import FA4_BACKEND, install_fa4_kernel
+
+    if backend.lower() == FA4_BACKEND:
+        name = install_fa4_kernel()  # its requirement (the Hub ``kernels`` package) does not apply
+    else:
+        try:
+            name = AttentionBackendName(backend.lower())
+        except ValueError:
+            choices = ", ".join(sorted([FA4_BACKEND] + [b.value for b in AttentionBackendName]))
+            raise InputError(f"attention backend: expected one of {choices}, found {backend!r}") from None
+        _check_attention_backend_requirements(name)
     count = 0
     for module in model.modules():
         processor = getattr(module, "processor", None)
