@@ -108,7 +108,8 @@ def test_reference_radius_uses_the_border_rule():
     assert reference_radius(np.full((6, 6), 500.0)) == pytest.approx(100.15)
 
 
-@pytest.mark.parametrize("spec", ["45deg", "orbit:angle", "orbit:speed=3", "orbit:angle=abc", "", "180:angle=3"])
+@pytest.mark.parametrize("spec", ["45deg", "orbit:angle", "orbit:speed=3", "orbit:angle=abc", "", "180:angle=3",
+                                  "90:frames=0", "90:frames=2.5", "orbit:frames=x", "90:frames=3,frames=4"])
 def test_bad_presets_raise_input_error(spec):
     with pytest.raises(InputError):
         make_trajectory(spec, 10, 1.0)
@@ -116,3 +117,22 @@ def test_bad_presets_raise_input_error(spec):
 
 def test_look_at_identity():
     assert np.allclose(look_at(np.zeros(3), np.array([0, 0, 5.0])), np.eye(4))
+
+
+@pytest.mark.parametrize("spec", ["90", "-30", "180", "180_outer", "orbit:angle=120,elevation=10", "spiral", "dolly",
+                                  "zoom_out", "pan", "tilt"])
+def test_every_preset_spans_a_long_clip_and_frames_n_completes_then_holds(spec):
+    """A 241-frame clip: the path ends where the 49-frame path ends (same end pose), sampled 5x more densely;
+    ``frames=49`` gives exactly the 49-frame path and then holds its last pose for the remaining frames."""
+    short, long = make_trajectory(spec, 49, 2.0).w2c, make_trajectory(spec, 241, 2.0).w2c
+    assert long.shape == (241, 4, 4)
+    np.testing.assert_allclose(long[-1], short[-1], atol=1e-9)
+    np.testing.assert_allclose(long[::5], short, atol=1e-9)  # 240 = 5 * 48 intervals: the same samples
+    name = spec.partition(":")[0]
+    sep = "," if ":" in spec else ":"
+    held = make_trajectory(spec + sep + "frames=49", 241, 2.0)
+    assert held.name == name
+    np.testing.assert_allclose(held.w2c[:49], short, atol=1e-12)
+    np.testing.assert_allclose(held.w2c[49:], np.repeat(short[-1:], 192, axis=0), atol=1e-12)
+    # N beyond the clip's length: the path completes over the clip itself
+    np.testing.assert_allclose(make_trajectory(spec + sep + "frames=500", 241, 2.0).w2c, long, atol=1e-12)

@@ -11,6 +11,9 @@ Reference presets (spec §5), with r = nearest frame-0 depth + 0.15 and the look
 
 Our presets take parameters (``"orbit:angle=120,elevation=10"``): ``orbit``, ``spiral``, ``dolly``, ``zoom_in``,
 ``zoom_out``, ``pan``, ``tilt``. See ``docs/trajectories.md``.
+
+Every preset completes over the whole clip (T frames), whatever its length; ``frames=N`` (any preset, e.g.
+``"90:frames=49"``) completes it over the first N frames, after which the camera holds its last pose.
 """
 
 from __future__ import annotations
@@ -213,7 +216,8 @@ def make_trajectory(spec: str, num_frames: int, radius: float, reference_rounds:
 
     Args:
         spec: ``"30"``/``"-60"``/any integer, ``"180"``, ``"180_outer"``, or one of our presets with optional
-            parameters, e.g. ``"orbit:angle=120,elevation=10"``. ``radius=`` overrides the pivot distance.
+            parameters, e.g. ``"orbit:angle=120,elevation=10"``. ``radius=`` overrides the pivot distance;
+            ``frames=N`` (any preset) completes the path over the first N frames and then holds.
         num_frames: T, the number of video frames.
         radius: pivot distance r (see :func:`reference_radius`).
         reference_rounds: reproduce the reference's angle scaling for T != 49 (spec §5.1); off by default so
@@ -234,22 +238,43 @@ def _make_trajectory(spec: str, num_frames: int, radius: float, reference_rounds
     if num_frames < 1:
         raise InputError(f"a trajectory needs at least 1 frame, got {num_frames}")
     name, _, param_text = spec.strip().partition(":")
+    span, param_text = _split_span(param_text, spec, num_frames)
     # "180" is a name, not an angle: it must be matched before integer angles.
     if name in ("180", "180_outer") and not param_text:
-        w2c = reference_sweep(num_frames, radius, outer=name == "180_outer", reference_rounds=reference_rounds)
+        w2c = reference_sweep(span, radius, outer=name == "180_outer", reference_rounds=reference_rounds)
     elif name.lstrip("+-").isdigit() and not param_text:
-        w2c = reference_orbit(float(name), num_frames, radius, reference_rounds)
+        w2c = reference_orbit(float(name), span, radius, reference_rounds)
     elif name in OUR_PRESETS:
         fn, allowed = OUR_PRESETS[name]
-        params = _parse_params(param_text, allowed, name)
-        w2c = fn(num_frames, params.pop("radius", radius), **params)
+        params = _parse_params(param_text, allowed + ("frames",), name)
+        w2c = fn(span, params.pop("radius", radius), **params)
     else:
         raise InputError(
             f"unknown camera preset '{spec}'; choose an integer angle, {', '.join(available_presets()[3:])}, "
             "or a trajectory file (.json/.npz)"
         )
     w2c = w2c.astype(np.float64)
+    if span < num_frames:  # the path is complete after `span` frames; the camera then holds its last pose
+        w2c = np.concatenate([w2c, np.repeat(w2c[-1:], num_frames - span, axis=0)])
     if not np.isfinite(w2c).all():  # e.g. radius=1e308: the path overflows
         raise InputError(f"preset '{spec}' with radius {radius:g} gives non-finite cameras; expected a moderate "
                          "radius (the scene's depth scale)")
     return Trajectory(w2c=w2c, name=name)
+
+
+def _split_span(param_text: str, spec: str, num_frames: int) -> tuple[int, str]:
+    """The number of frames over which the path completes (``frames=N``, default the whole clip, at most the
+    clip's length), and the parameters left for the preset itself."""
+    items = [item for item in param_text.split(",") if item.strip()]
+    rest = [item for item in items if item.partition("=")[0].strip() != "frames"]
+    spans = [item.partition("=")[2] for item in items if item.partition("=")[0].strip() == "frames"]
+    if not spans:
+        return num_frames, param_text
+    try:
+        span = int(spans[-1])
+    except ValueError:
+        span = 0
+    if len(spans) > 1 or span < 1:
+        raise InputError(f"preset '{spec}': expected frames=N once, with N a whole number >= 1, found "
+                         f"frames={spans[-1]}")
+    return min(span, num_frames), ",".join(rest)

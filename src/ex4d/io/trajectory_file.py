@@ -170,7 +170,9 @@ def load_trajectory(path: str | Path, num_frames: int) -> Trajectory:
         raise InputError(f"{path}: expected keys among {', '.join(FILE_KEYS)}, found unknown "
                          f"{', '.join(map(repr, unknown))} (see docs/trajectories.md)")
     if len(w2c) != num_frames:
-        raise InputError(f"{path}: has {len(w2c)} cameras but the video has {num_frames} frames")
+        raise InputError(f"{path}: has {len(w2c)} cameras but the video has {num_frames} frames; a per-frame file must "
+                         f"match the clip (--num-frames {len(w2c)} takes that many frames), a keyframe file is "
+                         "interpolated to any length")
     return Trajectory(w2c=w2c, K=_intrinsics(data, path, num_frames), name=path.stem)
 
 
