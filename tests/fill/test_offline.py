@@ -220,3 +220,39 @@ def test_fill_from_neighbours_returns_depth(scene_result):
                                       window=2, target_depth=r.depth)
     assert (c3 == c).all() and (f3 == f).all()
     assert (z3[r.mask] == r.depth[r.mask]).all() and (z3[f & ~r.mask] > 0).all()
+
+
+def test_long_clips_are_filled_a_few_frames_at_a_time_with_the_same_result(monkeypatch):
+    """The inpainting holds INPAINT_BATCH frames at once whatever the clip's length, and its frames are those of
+    each frame inpainted alone; the background plate read in chunks equals the formula over the whole clip."""
+    import importlib
+
+    from ex4d.fill.inpaint import inpaint_background
+
+    # (``ex4d.fill.inpaint`` as an attribute is the function the package re-exports; the modules by name)
+    background = importlib.import_module("ex4d.fill.background")
+    inpaint_mod = importlib.import_module("ex4d.fill.inpaint")
+
+    rng = np.random.default_rng(3)
+    T, H, W = 21, 24, 20
+    color = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+    known = rng.random((T, H, W)) < 0.6
+    known[4:8] = True  # a chunk with nothing to fill
+    depth = (1 + 4 * rng.random((T, H, W))).astype(np.float32)
+    alone = np.stack([inpaint_background(color[t], known[t], depth[t]) for t in range(T)])
+
+    batches, original = [], inpaint_mod.inpaint_background_float
+    monkeypatch.setattr(inpaint_mod, "inpaint_background_float",
+                        lambda values, *a, **k: batches.append(len(values)) or original(values, *a, **k))
+    monkeypatch.setattr(inpaint_mod, "INPAINT_BATCH", 4)
+    np.testing.assert_array_equal(inpaint_background(color, known, depth), alone)
+    assert max(batches) <= 4 and sum(batches) == T - 4  # the all-known chunk (frames 4-7) skipped
+
+    monkeypatch.setattr(background, "_CHUNK", 5)
+    plate, plate_depth, valid = background.static_background(color, depth, depth_tol=0.3, min_support=2)
+    near = depth >= depth.max(0) * np.float32(0.7)
+    support = near.sum(0)
+    np.testing.assert_array_equal(valid, support >= 2)
+    expected = np.rint((color * near[..., None]).sum(0, dtype=np.float64) / support[..., None]).astype(np.uint8)
+    np.testing.assert_array_equal(plate, expected)
+    np.testing.assert_allclose(plate_depth, (depth * near).sum(0, dtype=np.float64) / support, rtol=1e-6)

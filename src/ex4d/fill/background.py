@@ -35,17 +35,32 @@ def static_background(frames: np.ndarray, depth: np.ndarray, depth_tol: float = 
         ``(color, depth, valid)``: (H, W, 3) uint8, (H, W) float32, (H, W) bool.
     """
     frames = np.asarray(frames)
-    depth = np.asarray(depth, np.float32)
-    if frames.ndim != 4 or frames.shape[:3] != depth.shape:
-        raise ValueError(f"frames must be (T, H, W, 3) and depth (T, H, W); got {frames.shape} and {depth.shape}")
-    far = depth.max(0)
-    near_far = depth >= far * (1.0 - depth_tol)  # (T, H, W)
-    support = near_far.sum(0)
-    weight = near_far[..., None].astype(np.float32)
-    color = (frames.astype(np.float32) * weight).sum(0) / support[..., None]
-    plate_depth = (depth * near_far).sum(0) / support
-    valid = support >= min(int(min_support), frames.shape[0])
+    if frames.ndim != 4 or frames.shape[:3] != np.shape(depth):
+        raise ValueError(f"frames must be (T, H, W, 3) and depth (T, H, W); got {frames.shape} and {np.shape(depth)}")
+    T, H, W = frames.shape[:3]
+    # Two passes over the clip in chunks of frames, so memory does not grow with its length: the farthest depth,
+    # then the sums over the frames near it. Colour sums are integers (exact in any order); depth sums in float64.
+    far = np.zeros((H, W), np.float32)
+    for lo in range(0, T, _CHUNK):
+        np.maximum(far, np.asarray(depth[lo:lo + _CHUNK], np.float32).max(0), out=far)
+    threshold = far * np.float32(1.0 - depth_tol)
+    support = np.zeros((H, W), np.int64)
+    color_sum = np.zeros((H, W, 3), np.int64)
+    depth_sum = np.zeros((H, W), np.float64)
+    for lo in range(0, T, _CHUNK):
+        d = np.asarray(depth[lo:lo + _CHUNK], np.float32)
+        near_far = d >= threshold  # (t, H, W)
+        support += near_far.sum(0)
+        color_sum += (frames[lo:lo + _CHUNK] * near_far[..., None]).sum(0, dtype=np.int64)
+        depth_sum += np.where(near_far, d, 0).sum(0, dtype=np.float64)
+    color = color_sum / support[..., None]
+    plate_depth = depth_sum / support
+    valid = support >= min(int(min_support), T)
     return np.rint(color).clip(0, 255).astype(np.uint8), plate_depth.astype(np.float32), valid
+
+
+#: Frames read at a time by :func:`static_background`.
+_CHUNK = 16
 
 
 def fill_from_background(source_frames: np.ndarray, source_depth: np.ndarray, source_K: np.ndarray,

@@ -214,12 +214,21 @@ def inpaint_background(color: np.ndarray, known: np.ndarray, depth: np.ndarray, 
     if (known & ~(depth > 0)).any() or not np.isfinite(depth[known]).all():
         raise ValueError("depth must be positive and finite on known pixels")
     out = color.copy()
-    if not known.all():
-        dev = torch.device(device)
-        c = torch.from_numpy(np.ascontiguousarray(color)).to(dev).permute(0, 3, 1, 2).to(torch.float32)
-        k = torch.from_numpy(known).to(dev)
-        z = torch.from_numpy(np.where(known, depth, 1.0)).to(dev)
+    dev = torch.device(device)
+    # Frames are independent: a few at a time, so that the float pyramids do not grow with the clip's length.
+    for lo in range(0, len(color), INPAINT_BATCH):
+        hi = min(lo + INPAINT_BATCH, len(color))
+        if known[lo:hi].all():
+            continue
+        c = torch.from_numpy(np.ascontiguousarray(color[lo:hi])).to(dev).permute(0, 3, 1, 2).to(torch.float32)
+        k = torch.from_numpy(np.ascontiguousarray(known[lo:hi])).to(dev)
+        z = torch.from_numpy(np.where(known[lo:hi], depth[lo:hi], np.float32(1.0))).to(dev)
         filled, _ = inpaint_background_float(c, z, k, bias, fine_iters=fine_iters)
         filled = filled.permute(0, 2, 3, 1).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
-        out[~known] = filled[~known]
+        unknown = ~known[lo:hi]
+        out[lo:hi][unknown] = filled[unknown]
     return out[0] if single else out
+
+
+#: Frames inpainted together by :func:`inpaint_background` (memory ∝ this, not the clip's length).
+INPAINT_BATCH = 8
