@@ -210,3 +210,32 @@ def test_parser_constants_match_the_harness():
 
     assert cli.ALL_METRICS == harness.ALL_METRICS and cli.DEFAULT_METRICS == harness.DEFAULT_METRICS
     assert cli.LPIPS_NETS == features.LPIPS_NETS and cli.FVD_CLIP_FRAMES == features.FVD_CLIP_FRAMES
+
+
+def test_seam_finds_a_step_at_window_boundaries_only():
+    """A prediction whose error jumps at each window boundary (window 13, overlap 4: windows start at 0, 8, 16;
+    cross-fades over frames 8-12 and 16-20) has seam_ratio >> 1; one whose error drifts smoothly has ≈ 1."""
+    from ex4d.eval.harness import evaluate_pair
+
+    rng = np.random.default_rng(0)
+    T = 26
+    ref = rng.integers(40, 200, (T, 16, 16, 3)).astype(np.uint8)
+    stepped, smooth = ref.astype(int).copy(), ref.astype(int).copy()
+    for t in range(T):
+        stepped[t] += 12 * (t >= 8) + 12 * (t >= 13) + 12 * (t >= 16) + 12 * (t >= 21)  # steps entering/leaving fades
+        smooth[t] += 2 * t
+    mask = np.zeros((T, 16, 16), bool)  # nothing seen: every pixel is filled
+    kw = dict(metrics="seam", windows=(13, 4), per_frame=False)
+    step = evaluate_pair(stepped.clip(0, 255).astype(np.uint8), ref, mask, **kw)
+    assert step["seam_boundary"] == pytest.approx(12, abs=0.5) and step["seam_inside"] < 0.5
+    assert step["seam_ratio"] > 20
+    flat = evaluate_pair(smooth.clip(0, 255).astype(np.uint8), ref, mask, **kw)
+    assert flat["seam_ratio"] == pytest.approx(1.0, abs=0.05)
+    # a clip of one window has no boundary
+    assert np.isnan(evaluate_pair(ref[:13], ref[:13], **kw)["seam_ratio"])
+    # the seen pixels (mask 1) are left out: a step only there is not a seam of the fill
+    seen_only = ref.astype(int).copy()
+    seen_only[8:, :8] += 30
+    half = np.zeros((T, 16, 16), bool)
+    half[:, :8] = True
+    assert evaluate_pair(seen_only.clip(0, 255).astype(np.uint8), ref, half, **kw)["seam_boundary"] == 0

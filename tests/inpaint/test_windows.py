@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from ex4d.errors import InputError
-from ex4d.inpaint.windows import WindowStore, generate_windows, plan_windows
+from ex4d.inpaint.windows import WindowStore, generate_windows
+from ex4d.utils.windows import model_frames, plan_windows
 
 
 @pytest.mark.parametrize("window,overlap", [(49, 8), (81, 16), (13, 4), (49, 20)])
@@ -127,3 +128,9 @@ def test_tiny_model_one_window_equals_todays_call_and_long_clips_keep_their_leng
     out = generate_windows(run_window, color, mask, seed=0, window=13, overlap=4)
     assert out.shape == (22, 32, 32, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[:8], direct[:8])  # before the first shared frame: window 0 untouched
+
+
+def test_model_frames_is_the_generation_stages_rounding():
+    from ex4d.inpaint.preprocess import round_num_frames
+
+    assert all(model_frames(n) == round_num_frames(n) for n in range(1, 400))

@@ -15,7 +15,7 @@ from ex4d.utils.argtypes import non_negative_int
 __all__ = ["add_eval_parser", "run_eval", "to_json"]
 
 # Copies of the harness's constants, so that building the parser does not import torch (checked by the tests).
-ALL_METRICS = ("psnr", "ssim", "flicker", "lpips", "fid", "fvd")
+ALL_METRICS = ("psnr", "ssim", "flicker", "seam", "lpips", "fid", "fvd")
 DEFAULT_METRICS = ("psnr", "ssim", "flicker")
 LPIPS_NETS = ("alex", "vgg")
 FVD_CLIP_FRAMES = 16
@@ -40,6 +40,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lpips-net", choices=LPIPS_NETS, default="alex", help="LPIPS backbone (default alex)")
     p.add_argument("--fvd-frames", type=non_negative_int, default=FVD_CLIP_FRAMES,
                    help=f"frames per FVD clip (default {FVD_CLIP_FRAMES}; 0 = whole videos)")
+    p.add_argument("--window", type=int, default=49,
+                   help="seam: frames per generation window (default 49, as ex4d generate)")
+    p.add_argument("--window-overlap", type=int, default=8,
+                   help="seam: frames shared by consecutive windows after the first shared one (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
     return p
@@ -76,7 +80,8 @@ def run_eval(args) -> int:
     for label, path in (("--pred", pred), ("--ref", ref), ("--mask", args.mask)):
         if path is not None and not Path(path).exists():
             raise InputError(f"{label} {path}: no such file or folder")
-    common = dict(metrics=metrics, device=args.device, lpips_net=args.lpips_net, fvd_frames=args.fvd_frames)
+    common = dict(metrics=metrics, device=args.device, lpips_net=args.lpips_net, fvd_frames=args.fvd_frames,
+                  windows=(args.window, args.window_overlap))
     if is_video_dir(pred):
         if not ref.is_dir():
             raise InputError(f"--pred {pred} is a folder of videos, so --ref must be a folder too (got {ref})")

@@ -23,6 +23,7 @@ from ex4d.errors import InputError
 from ex4d.eval import features as feats
 from ex4d.eval import image_metrics as im
 from ex4d.io.video import load_video, probe_video
+from ex4d.utils.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
 
 __all__ = [
     "ALL_METRICS", "ANGLE_BUCKETS", "BUCKET_ORDER", "DEFAULT_METRICS", "VIDEO_SUFFIXES",
@@ -30,7 +31,7 @@ __all__ = [
     "parse_metrics",
 ]
 
-ALL_METRICS = ("psnr", "ssim", "flicker", "lpips", "fid", "fvd")
+ALL_METRICS = ("psnr", "ssim", "flicker", "seam", "lpips", "fid", "fvd")
 DEFAULT_METRICS = ("psnr", "ssim", "flicker")
 FEATURE_METRICS = ("lpips", "fid", "fvd")
 #: File suffixes taken as videos when scanning folders (image folders are single videos, not scanned).
@@ -43,7 +44,7 @@ _BUCKET_RE = re.compile(r"(?:^|[_-])(30|60|90|180_outer|180)$")
 # Scalar result keys in display order (those present are shown).
 _KEYS = ("psnr", "psnr_seen", "psnr_unseen", "ssim", "ssim_seen", "ssim_unseen",
          "flicker", "flicker_seen", "flicker_unseen", "flicker_static", "flicker_static_ref",
-         "lpips", "fid", "fvd")
+         "seam_boundary", "seam_inside", "seam_ratio", "lpips", "fid", "fvd")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -177,7 +178,29 @@ def _fvd_clips(frames: np.ndarray, clip_frames: int, name: str) -> np.ndarray:
     return feats.video_clips(frames, clip_frames)
 
 
-def _image_metrics(pred, ref, mask, metrics, device) -> tuple[dict, dict]:
+def _seam(pred, ref, mask, windows: tuple[int, int]) -> dict:
+    """Reference-relative flicker (on the filled pixels, mask 0, when a mask is given) across the boundaries of the
+    generation windows — the pairs entering and leaving each cross-fade — against every other pair of frames.
+    A ratio near 1 means no step at the boundaries; NaN for a clip of one window."""
+    from ex4d.utils.windows import plan_windows
+
+    plan = plan_windows(len(pred), *windows)
+    # pair (t-1, t) is flicker index t-1
+    at = sorted({t - 1 for prev, win in zip(plan, plan[1:]) for t in (win.start, prev.stop) if 0 < t < len(pred)})
+    flicker = im.temporal_flicker_frames(pred, ref, None if mask is None else ~np.broadcast_to(mask, pred.shape[:3]))
+    inside = np.setdiff1d(np.arange(len(flicker)), at)
+    boundary = float(np.nanmean(flicker[at])) if at and np.isfinite(flicker[at]).any() else math.nan
+    rest = float(np.nanmean(flicker[inside])) if len(inside) and np.isfinite(flicker[inside]).any() else math.nan
+    if not (math.isfinite(rest) and math.isfinite(boundary)):
+        ratio = math.nan
+    elif rest == 0:
+        ratio = 1.0 if boundary == 0 else math.inf
+    else:
+        ratio = boundary / rest
+    return {"seam_boundary": boundary, "seam_inside": rest, "seam_ratio": ratio}
+
+
+def _image_metrics(pred, ref, mask, metrics, device, windows=None) -> tuple[dict, dict]:
     out, per_frame = {}, {}
     selections = [("", None)]
     if mask is not None:
@@ -206,13 +229,15 @@ def _image_metrics(pred, ref, mask, metrics, device) -> tuple[dict, dict]:
         static = im.static_pixels(ref)
         out["flicker_static"] = im.static_flicker(pred, static)
         out["flicker_static_ref"] = im.static_flicker(ref, static)
+    if "seam" in metrics:
+        out.update(_seam(pred, ref, mask, windows or (DEFAULT_WINDOW, DEFAULT_OVERLAP)))
     return out, per_frame
 
 
-def _pair(pred, ref, mask, metrics, nets: _Networks, device, fvd_frames, names, features_only=False):
+def _pair(pred, ref, mask, metrics, nets: _Networks, device, fvd_frames, names, features_only=False, windows=None):
     """Metrics of one loaded pair, plus the FID/FVD features (returned for dataset-level distances)."""
     _check_pair(pred, ref, mask, names)
-    out, per_frame = _image_metrics(pred, ref, mask, metrics, device)
+    out, per_frame = _image_metrics(pred, ref, mask, metrics, device, windows)
     extra = {}
     if nets.lpips is not None:
         values = feats.lpips_frames(nets.lpips, pred, ref)
@@ -241,7 +266,7 @@ def _ordered(result: dict) -> dict:
 
 def evaluate_pair(pred, ref, mask=None, metrics: str | Iterable[str] | None = DEFAULT_METRICS, device="auto",
                   lpips_net: str = "alex", fvd_frames: int = feats.FVD_CLIP_FRAMES, weights: dict | None = None,
-                  per_frame: bool = True) -> dict:
+                  per_frame: bool = True, windows: tuple[int, int] = (DEFAULT_WINDOW, DEFAULT_OVERLAP)) -> dict:
     """Metrics of one predicted video against its reference.
 
     Args:
@@ -254,6 +279,7 @@ def evaluate_pair(pred, ref, mask=None, metrics: str | Iterable[str] | None = DE
         fvd_frames: frames per FVD clip (0 = the whole video is one clip).
         weights: optional explicit weight paths: keys ``lpips``, ``lpips_backbone``, ``inception``, ``i3d``.
         per_frame: include per-frame values (``per_frame`` key).
+        windows: ``(window, overlap)`` of the generation windows, for ``seam`` (see :mod:`ex4d.utils.windows`).
 
     Returns:
         ``{"pred", "ref", "mask", "frames", "height", "width", "bucket", <metrics>..., "per_frame": {...}}``.
@@ -271,7 +297,7 @@ def evaluate_pair(pred, ref, mask=None, metrics: str | Iterable[str] | None = DE
         "mask" if isinstance(mask, np.ndarray) else str(mask),)
     p, r = load_frames(pred), load_frames(ref)
     m = load_mask(mask) if mask is not None else None
-    out, frames_out, _ = _pair(p, r, m, metrics, nets, dev, fvd_frames, names)
+    out, frames_out, _ = _pair(p, r, m, metrics, nets, dev, fvd_frames, names, windows=windows)
     result = {
         "pred": names[0], "ref": names[1], "mask": None if mask is None else names[2],
         "frames": int(p.shape[0]), "height": int(p.shape[1]), "width": int(p.shape[2]),
@@ -330,7 +356,8 @@ def _mean(values: list[float]) -> float:
 
 def evaluate_dirs(pred_dir, ref_dir, mask_dir=None, metrics: str | Iterable[str] | None = DEFAULT_METRICS,
                   device="auto", lpips_net: str = "alex", fvd_frames: int = feats.FVD_CLIP_FRAMES,
-                  weights: dict | None = None, per_frame: bool = False, progress: bool = False) -> dict:
+                  weights: dict | None = None, per_frame: bool = False, progress: bool = False,
+                  windows: tuple[int, int] = (DEFAULT_WINDOW, DEFAULT_OVERLAP)) -> dict:
     """Metrics of every predicted video against the reference of the same name, and dataset-level numbers.
 
     Files (video or ``.npz``, searched recursively) are matched by their path relative to the folder, without
@@ -379,7 +406,8 @@ def evaluate_dirs(pred_dir, ref_dir, mask_dir=None, metrics: str | Iterable[str]
         p, r = load_frames(preds[key]), load_frames(refs[key])
         m = load_mask(mask_files[key]) if key in mask_files else None
         names = (str(preds[key]), str(refs[key]), str(mask_files.get(key)))
-        out, frames_out, extra = _pair(p, r, m, metrics, nets, dev, fvd_frames, names, features_only=True)
+        out, frames_out, extra = _pair(p, r, m, metrics, nets, dev, fvd_frames, names, features_only=True,
+                                       windows=windows)
         entry = {"name": key, "pred": names[0], "ref": names[1], "mask": names[2] if m is not None else None,
                  "frames": int(p.shape[0]), "height": int(p.shape[1]), "width": int(p.shape[2]),
                  "bucket": angle_bucket(key), **_ordered(out)}
