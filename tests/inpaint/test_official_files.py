@@ -227,6 +227,72 @@ def test_official_files_load_into_the_published_models(official_models):
         assert getattr(cfg, k) == v, k
 
 
+def _published_diffusers_folder(root: Path) -> Path:
+    """``model_index.json`` and the subfolders' ``config.json`` of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (no weights)."""
+    index = {"_class_name": "WanImageToVideoPipeline",
+             "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+             "image_processor": ["transformers", "CLIPImageProcessor"],
+             "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+             "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
+             "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"]}
+    configs = {
+        "transformer": {"_class_name": "WanTransformer3DModel", **PUBLISHED_TRANSFORMER},
+        "vae": {"_class_name": "AutoencoderKLWan", **PUBLISHED_VAE},
+        "text_encoder": {"architectures": ["UMT5EncoderModel"], "model_type": "umt5", "num_decoder_layers": 24,
+                         "tie_word_embeddings": False, **PUBLISHED_T5},
+        "image_encoder": {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
+                          **PUBLISHED_CLIP},
+        "tokenizer": {},
+        "scheduler": {},
+    }
+    (root / "model_index.json").write_text(json.dumps(index))
+    for sub, cfg in configs.items():
+        (root / sub).mkdir()
+        (root / sub / "config.json").write_text(json.dumps(cfg))
+    return root
+
+
+def test_diffusers_folder_loads_the_same_models(official_models, tmp_path, monkeypatch):
+    """ex4d's diffusers-layout loader on the published configs (``from_pretrained`` patched to build on meta from
+    the folder's config.json): the classes it picks give, key for key, what the original layout gives."""
+    from diffusers import ModelMixin
+    from transformers import AutoTokenizer, PreTrainedModel
+
+    from ex4d.inpaint.loading import _load_diffusers_components
+
+    def diffusers_meta(cls, base, subfolder=None, **kwargs):
+        with init_empty_weights(include_buffers=True):
+            return cls.from_config(cls.load_config(Path(base) / (subfolder or "")))
+
+    def transformers_meta(cls, path, **kwargs):
+        with init_empty_weights(include_buffers=True):
+            return cls(cls.config_class.from_pretrained(path))
+
+    monkeypatch.setattr(ModelMixin, "from_pretrained", classmethod(diffusers_meta))
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(transformers_meta))
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda path, **kw: "tokenizer")
+    comps = _load_diffusers_components(_published_diffusers_folder(tmp_path), torch.bfloat16)
+    assert type(comps["image_encoder"]) is CLIPVisionModelWithProjection
+    for name, model in official_models.items():
+        theirs = _shapes(comps[name])
+        if name == "image_encoder":
+            assert theirs.pop("visual_projection.weight") == (1024, 1280)
+            theirs = {k.removeprefix("vision_model."): v for k, v in theirs.items()}
+        assert theirs == _shapes(model), name
+    # Every config field agrees, not only the published ones, except metadata and umT5's decoder-output scaling
+    # (google/umt5-xxl: tie_word_embeddings false), which only a decoder uses.
+    skip = {"architectures", "scale_decoder_outputs", "transformers_version", "dtype"}
+    for name in official_models:
+        a, b = comps[name].config, official_models[name].config
+        a, b = (dict(a), dict(b)) if name in ("transformer", "vae") else (a.to_dict(), b.to_dict())
+        fields = {k for k in a.keys() | b.keys() if not k.startswith("_") and k not in skip}
+        assert {k: _plain(a.get(k)) for k in fields} == {k: _plain(b.get(k)) for k in fields}, name
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
 def test_original_dit_without_config_json_gives_the_same_model(tmp_path, monkeypatch):
     """No config.json: 40 heads from the head width 128 every Wan2.1 DiT has."""
     monkeypatch.setattr("safetensors.safe_open", _MetaShard)
