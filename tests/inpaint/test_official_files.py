@@ -368,6 +368,12 @@ def test_full_size_ex4d_ckpt_fits_the_published_transformer():
     inner = transformer.config.num_attention_heads * transformer.config.attention_head_dim
     assert cfg["out_channels"] == inner and cfg["in_channels"] == published["vae"].config.z_dim
 
+    # and what `export_ex4d_ckpt` writes from this adapter (its names, with the adapter's own tensors) is the file
+    adapter = {name: {w: getattr(m, w)[lora_mod.ADAPTER_NAME].weight for w in ("lora_A", "lora_B")}
+               for name, m in transformer.named_modules() if lora_mod.ADAPTER_NAME in getattr(m, "lora_A", {})}
+    exported = {**_shape_map(lora_mod.lora_to_reference_state_dict(adapter)), **_shapes(enc)}
+    assert exported == official.ex4d_ckpt()
+
 
 # ---------------------------------------------------------------------------------------------- the tiny writer
 def test_tiny_original_layout_writer_uses_the_official_names():
