@@ -129,6 +129,8 @@ def _official_folder(tmp_path: Path, with_config: bool = True) -> Path:
     for n in (original.VAE_FILE, original.T5_FILE, original.CLIP_FILE):
         (tmp_path / n).touch()
     (tmp_path / original.TOKENIZER_DIR).mkdir(parents=True)
+    (tmp_path / "xlm-roberta-large").mkdir()  # the CLIP text tower's tokenizer, unused
+    (tmp_path / "configuration.json").write_text(json.dumps({"framework": "Pytorch", "task": "image-to-video"}))
     return tmp_path
 
 
@@ -160,21 +162,25 @@ def _meta_torch_load(path, *args, **kwargs):
 
 @pytest.fixture(scope="module")
 def official_models(tmp_path_factory):
-    """ex4d's original-layout loaders run on the official folder, every read handing out meta tensors
-    (tests must not modify these models)."""
+    """What ``load_pipeline`` builds from the official folder (its base part, with its cross-model checks), every
+    read handing out meta tensors; the tokenizer is a stand-in (tests must not modify these models)."""
+    from transformers import AutoTokenizer
+
+    from ex4d.inpaint.loading import _load_base
+
+    from .tiny import tiny_tokenizer
+
+    base = _official_folder(tmp_path_factory.mktemp("Wan2.1-I2V-14B-480P"))
+    folder = original.inspect_base(base)
+    assert folder.layout == "original"
+    assert {k: kind for k, (kind, _) in folder.parts.items()} == dict.fromkeys(folder.parts, "original")
+    assert [p.name for p in folder.parts["transformer"][1]] == _shard_names()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("safetensors.safe_open", _MetaShard)
         mp.setattr(torch, "load", _meta_torch_load)
-        folder = original.inspect_base(_official_folder(tmp_path_factory.mktemp("Wan2.1-I2V-14B-480P")))
-        assert folder.layout == "original"
-        assert [p.name for p in folder.parts["transformer"][1]] == _shard_names()
-        parts = {name: where for name, (kind, where) in folder.parts.items()}
-        return dict(
-            transformer=original.load_transformer(parts["transformer"], torch.bfloat16),
-            vae=original.load_vae(parts["vae"]),
-            text_encoder=original.load_text_encoder(parts["text_encoder"], torch.bfloat16),
-            image_encoder=original.load_image_encoder(parts["image_encoder"], torch.bfloat16),
-        )
+        mp.setattr(AutoTokenizer, "from_pretrained", lambda path, **kw: tiny_tokenizer())
+        pipe = _load_base(base, torch.bfloat16, 5.0)
+    return {name: getattr(pipe, name) for name in ("transformer", "vae", "text_encoder", "image_encoder")}
 
 
 def _published_models():
