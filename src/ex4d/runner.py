@@ -225,8 +225,9 @@ def depth_stage(ctx: RunContext, depth: str | Path | None, backend: str, options
     # Option values that name files (e.g. the file backend's --depth-file) are keyed by their contents.
     option_files = {f"option_{k}": Path(v) for k, v in options.items()
                     if isinstance(v, (str, os.PathLike)) and v and Path(v).exists()}
+    settings = {k: v for k, v in options.items() if f"option_{k}" not in option_files}  # paths: not keyed
     stage = _declare("depth", estimate, [path], ctx.video_inputs(), {"files": option_files},
-                     settings={"backend": backend, "options": canonical(options)}, version=DEPTH_VERSION)
+                     settings={"backend": backend, "options": canonical(settings)}, version=DEPTH_VERSION)
     key, _ = ctx.runner.run(stage)
     return DepthSource(path, key)
 

@@ -65,18 +65,30 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
             "head_sha256": _sha256_file(path, _EDGE_BYTES), "tail_sha256": _sha256_file(path, _EDGE_BYTES, tail=True)}
 
 
-def fingerprint(path: str | os.PathLike | None) -> dict | None:
-    """Fingerprint of a file, of every file in a folder, ``{"missing": True}`` for nothing there, None for None."""
+def fingerprint(path: str | os.PathLike | None, memo: dict | None = None) -> dict | None:
+    """Fingerprint of a file, of every file in a folder, ``{"missing": True}`` for nothing there, None for None.
+
+    ``memo``: fingerprints already computed, by (path, size, mtime_ns), so that one run hashes each file once."""
     if path is None:
         return None
     path = Path(path)
     if path.is_file():
-        return file_fingerprint(path)
+        return _memoised(path, memo)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file()
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        return {"files": {p.relative_to(path).as_posix(): file_fingerprint(p) for p in files}}
+        return {"files": {p.relative_to(path).as_posix(): _memoised(p, memo) for p in files}}
     return {"missing": True}
+
+
+def _memoised(path: Path, memo: dict | None) -> dict:
+    if memo is None:
+        return file_fingerprint(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in memo:
+        memo[key] = file_fingerprint(path)
+    return memo[key]
 
 
 def canonical(value):
@@ -123,9 +135,9 @@ class Stage:
     settings: dict = field(default_factory=dict)
     version: int = 1
 
-    def inputs(self) -> dict:
+    def inputs(self, memo: dict | None = None) -> dict:
         """The declaration that the key is derived from, files replaced by their fingerprints."""
-        return {"files": {role: fingerprint(p) for role, p in self.files.items()},
+        return {"files": {role: fingerprint(p, memo) for role, p in self.files.items()},
                 "upstream": dict(self.upstream), "settings": canonical(self.settings), "version": self.version}
 
 
@@ -141,6 +153,7 @@ class StageRunner:
         self.out, self.version = Path(out), version
         self.states: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
+        self._fingerprints: dict = {}  # within one run each input file is hashed once
 
     def record_path(self, name: str) -> Path:
         return self.out / f"{name}.json"
@@ -154,7 +167,7 @@ class StageRunner:
 
     def run(self, stage: Stage) -> tuple[str, object]:
         """Run ``stage`` unless cached; returns (its key, what ``compute`` returned or None when cached)."""
-        inputs = stage.inputs()
+        inputs = stage.inputs(self._fingerprints)
         key = stable_hash({"stage": stage.name, **inputs})
         if self.recorded_key(stage.name) == key and all(Path(p).is_file() for p in stage.outputs):
             self.states[stage.name] = "cached"
