@@ -43,14 +43,14 @@ def test_another_video_of_the_same_size_reruns_everything_it_feeds(tiny_inputs, 
     video_b = tmp_path / "b.mp4"
     save_video(video_b, 255 - frames, fps=12)
     out = tmp_path / "out"
-    first = run(video_a, out, cams=["30"], depth=depth, fill="offline", num_frames=None, device="cpu", progress=False)
+    first = run(video_a, out, cams=["30"], depth=depth, fill="none", num_frames=None, device="cpu", progress=False)
     assert ran(first) == ALL_30
     output_a = load_video(out / "output_30.mp4", num_frames=None).frames
 
-    second = run(video_b, out, cams=["30"], depth=depth, fill="offline", num_frames=None, device="cpu",
+    second = run(video_b, out, cams=["30"], depth=depth, fill="none", num_frames=None, device="cpu",
                  progress=False)
     assert ran(second) == ALL_30
-    assert_output_is_a_fresh_runs(video_b, out, dict(depth=depth, fill="offline"), output_a)
+    assert_output_is_a_fresh_runs(video_b, out, dict(depth=depth, fill="none"), output_a)
 
 
 def assert_output_is_a_fresh_runs(video, out, kwargs, old_output):
@@ -134,6 +134,19 @@ def test_a_trajectory_file_change_reruns_only_its_camera(tiny_inputs, tmp_path):
     again = run(video, out, **kwargs)
     assert ran(again) == per_cam("crane", "recon", "trajectory", "fill", "preview")
     assert not np.allclose(np.load(out / "camera_crane.npz")["w2c"], before)
+
+
+def test_a_new_result_version_reruns_that_stage_and_those_after_it(tiny_inputs, tmp_path, monkeypatch):
+    import ex4d.runner as runner
+
+    video, depth, _, _ = tiny_inputs
+    out = tmp_path / "out"
+    kwargs = dict(cams=["30"], depth=depth, fill="none", num_frames=None, device="cpu", progress=False)
+    run(video, out, **kwargs)
+    monkeypatch.setattr(runner, "PREVIEW_VERSION", runner.PREVIEW_VERSION + 1)
+    assert ran(run(video, out, **kwargs)) == per_cam("30", "preview")
+    monkeypatch.setattr(runner, "RENDER_VERSION", runner.RENDER_VERSION + 1)
+    assert ran(run(video, out, **kwargs)) == per_cam("30", "recon", "trajectory", "fill", "preview")
 
 
 class StandIn:
