@@ -209,3 +209,15 @@ def test_batch_refuses_fp8_matmul_before_the_first_video(tmp_path, tiny_inputs, 
                  "--ex4d-ckpt", str(ckpt), "--device", "cpu", "--fp8-matmul", "--quiet"]) == 2
     assert "compute capability" in capsys.readouterr().err
     assert not (out / "a").exists()
+
+
+def test_the_ui_and_generation_flags_do_not_import_the_main_cli():
+    """``ex4d.ui.cli`` and ``ex4d.generation_cli`` stand below ``ex4d.cli`` (no import cycle between them), and
+    building the generation options needs neither torch nor diffusers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ex4d.ui.cli, ex4d.generation_cli, ex4d.generation_options; "
+            "print(sorted(m for m in ('ex4d.cli', 'torch', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
