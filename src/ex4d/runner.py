@@ -19,6 +19,7 @@ import platform
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from ex4d.io.atomic import atomic_path, save_npz_atomic
 from ex4d.stages import Stage, StageRunner, canonical
 from ex4d.utils.device import resolve_device
 
+if TYPE_CHECKING:
+    from ex4d.io.video import Video
+
 FILLS = ("offline", "ex4d", "none")
 # Result versions: bump one when ex4d's code for that stage changes what it writes, so old outputs are recomputed.
 DEPTH_VERSION = 1
@@ -37,6 +41,7 @@ MESH_VERSION = 1
 RENDER_VERSION = 1
 TRAJECTORY_PLOT_VERSION = 1
 OFFLINE_FILL_VERSION = 2  # 2: static-background plate + background-biased inpainting
+NO_FILL_VERSION = 1
 EX4D_FILL_VERSION = 2  # 2: frames, size and rate derived from the render
 PREVIEW_VERSION = 1
 
@@ -102,7 +107,7 @@ class RunContext:
     out: Path
     runner: StageRunner
     video_path: Path
-    video: object  # ex4d.io.video.Video, already cut and resized
+    video: Video  # already cut to the run's frames and resized to its working size
     device: str
     progress: bool
     save_arrays: bool
@@ -330,7 +335,7 @@ def fill_stage(ctx: RunContext, scene: _SourceScene, render: Render, fill: str,
                 save_npz_atomic(arrays, frames=frames)
 
         stage = _declare(f"fill_{render.name}", compute, outputs, upstream, settings=settings,
-                         version=OFFLINE_FILL_VERSION if fill == "offline" else 1)
+                         version=OFFLINE_FILL_VERSION if fill == "offline" else NO_FILL_VERSION)
     key, _ = ctx.runner.run(stage)
     return FillOutput(output, key)
 
