@@ -84,3 +84,20 @@ def test_the_cache_key_parts_leave_out_paths_but_not_scales(tmp_path):
     settings = model.cache_settings()
     assert settings["extra_lora_scales"] == [0.5]
     assert not {"model_dir", "adapter", "extra_loras"} & set(settings)
+
+
+def test_run_refuses_a_bad_cache_spec_before_any_stage(tiny_inputs, tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    from ex4d.cli import main
+
+    video, depth, _, _ = tiny_inputs
+    wan, ckpt = tmp_path / "wan", tmp_path / "c.ckpt"
+    wan.mkdir()
+    ckpt.write_bytes(b"")
+    out = tmp_path / "o"
+    assert main(["run", "--input-video", str(video), "--depth", str(depth), "--output-dir", str(out), "--fill", "ex4d",
+                 "--wan-dir", str(wan), "--ex4d-ckpt", str(ckpt), "--device", "cpu", "--cache", "tayl0rseer",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ex4d run: error: --cache: expected fbc") and len(err.splitlines()) == 1
+    assert not out.exists()

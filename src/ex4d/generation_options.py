@@ -105,10 +105,16 @@ class ModelOptions:
                 **{f"extra_lora_{i}": path for i, (path, _) in enumerate(self.extra_loras)}}
 
     def check(self, device: str = "auto") -> None:
-        """What loading would refuse (e.g. fp8 matmuls without an fp8 GPU), without loading: one-line InputError."""
+        """What loading would refuse (fp8 matmuls without an fp8 GPU, an unknown ``--cache``), without loading:
+        one-line InputError."""
         from ex4d.inpaint.generate import check_generation_setup
+        from ex4d.inpaint.speed import parse_cache
         from ex4d.utils.device import resolve_device
 
+        try:
+            parse_cache(self.cache)  # a typo in --cache fails now, not after the earlier stages
+        except InputError as exc:  # named as the flag once (the CLI prefixes the flag it belongs to)
+            raise InputError(exc.message.removeprefix("--cache: "), argument="cache") from None
         check_generation_setup(resolve_device(self.device or device), torch_dtype=self.torch_dtype(),
                                offload=self.offload, fp8=self.fp8, speed=self.speed_settings())
 
