@@ -159,7 +159,8 @@ def test_torchrun_environment_shards_the_cli(tmp_path, monkeypatch, capsys):
 
 def test_ex4d_fill_loads_the_model_once_for_the_whole_batch(tiny_inputs, tmp_path, monkeypatch):
     """The 14B model is replaced by a stand-in that paints holes grey: what is tested is the loading."""
-    import ex4d.run as run_module
+    import ex4d.inpaint.generate as generate_module
+    from ex4d.generation_options import GenerationOptions, ModelOptions
 
     loads = []
 
@@ -167,20 +168,19 @@ def test_ex4d_fill_loads_the_model_once_for_the_whole_batch(tiny_inputs, tmp_pat
         frames = np.where(mask >= 128, color, 128).astype(np.uint8)
         return types.SimpleNamespace(frames=frames)
 
-    def load(options, device, progress):
-        loads.append(options)
+    def load(model_dir, adapter, device, **kwargs):
+        loads.append(model_dir)
         return stand_in
 
-    monkeypatch.setattr(run_module, "load_generation_pipeline", load)
+    monkeypatch.setattr(generate_module, "load_generation_pipeline", load)
     video, depth, _, _ = tiny_inputs
     csv = write_csv(tmp_path / "list.csv", "input_video,cam,depth,output_dir",
                     f"{video.name},30,{depth.name},a", f"{video.name},60,{depth.name},b")
     options = dict(fill="ex4d", num_frames=9, device="cpu", progress=False,
-                   generate_options={"model_dir": "wan", "adapter": "ex4d.ckpt", "height": 64, "width": 64,
-                                     "num_frames": 9})
+                   generate_options=GenerationOptions(ModelOptions("wan", "ex4d.ckpt")))
     result = run_manifest(csv, tmp_path / "OUT", rank=0, world_size=1, **options)
     assert [s.status for s in result.items] == ["ok", "ok"] and result.exit_code == 0
-    assert len(loads) == 1 and loads[0]["model_dir"] == "wan"
+    assert loads == [Path("wan")]
     for name, cam in (("a", "30"), ("b", "60")):
         out = load_video(tmp_path / "OUT" / name / f"output_{cam}.mp4", num_frames=None).frames
         mask = load_video(tmp_path / "OUT" / name / f"mask_{cam}.mp4", num_frames=None).frames[..., 0] < 64

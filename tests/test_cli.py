@@ -154,15 +154,15 @@ def test_recon_needs_exactly_one_depth_source(tiny_inputs, tmp_path, capsys):
 
 def test_run_passes_the_generation_flags_to_the_model(tmp_path, monkeypatch):
     """``ex4d run --fill ex4d`` takes ex4d generate's sampler/memory/speed flags and hands them to the model."""
-    import ex4d.run
+    import ex4d.runner
 
     seen = {}
 
     def fake_run(input_video, output_dir, **kwargs):
-        seen.update(kwargs["generate_options"])
-        return ex4d.run.RunResult(output_dir=Path(output_dir))
+        seen["options"] = kwargs["generate_options"]
+        return ex4d.runner.RunResult(output_dir=Path(output_dir))
 
-    monkeypatch.setattr(ex4d.run, "run", fake_run)
+    monkeypatch.setattr(ex4d.runner, "run", fake_run)
     video = tmp_path / "v.mp4"
     video.write_bytes(b"")  # only its existence is checked before run()
     wan, ckpt = tmp_path / "wan", tmp_path / "ex4d.ckpt"
@@ -174,10 +174,11 @@ def test_run_passes_the_generation_flags_to_the_model(tmp_path, monkeypatch):
                  "--wan-dir", str(wan), "--ex4d-ckpt", str(ckpt), "--steps", "4", "--cfg", "1", "--seed", "7",
                  "--offload", "group", "--fp8", "--cache", "taylorseer:3", "--extra-lora", f"{lora}:0.5",
                  "--quiet"]) == 0
-    assert seen["model_dir"] == wan and seen["adapter"] == ckpt
-    assert (seen["num_inference_steps"], seen["guidance_scale"], seen["seed"]) == (4, 1.0, 7)
-    assert seen["offload"] == "group" and seen["fp8"] and seen["speed"].cache == "taylorseer:3"
-    assert seen["extra_loras"] == [(lora, 0.5)]
+    model, sampling = seen["options"].model, seen["options"].sampling
+    assert model.model_dir == wan and model.adapter == ckpt
+    assert (sampling.steps, sampling.cfg, sampling.seed) == (4, 1.0, 7)
+    assert model.offload == "group" and model.fp8 and model.cache == "taylorseer:3"
+    assert model.extra_loras == ((lora, 0.5),)
 
 
 def test_run_refuses_fp8_matmul_before_any_stage(tmp_path, tiny_inputs, capsys):
@@ -208,3 +209,15 @@ def test_batch_refuses_fp8_matmul_before_the_first_video(tmp_path, tiny_inputs, 
                  "--ex4d-ckpt", str(ckpt), "--device", "cpu", "--fp8-matmul", "--quiet"]) == 2
     assert "compute capability" in capsys.readouterr().err
     assert not (out / "a").exists()
+
+
+def test_the_ui_and_generation_flags_do_not_import_the_main_cli():
+    """``ex4d.ui.cli`` and ``ex4d.generation_cli`` stand below ``ex4d.cli`` (no import cycle between them), and
+    building the generation options needs neither torch nor diffusers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ex4d.ui.cli, ex4d.generation_cli, ex4d.generation_options; "
+            "print(sorted(m for m in ('ex4d.cli', 'torch', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

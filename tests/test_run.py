@@ -94,7 +94,7 @@ def test_outputs_to_look_at_match_the_stages(tiny_inputs, tmp_path):
 
 def test_interrupted_stages_leave_no_partial_file_and_resume(tiny_inputs, tmp_path, capsys, monkeypatch):
     """Ctrl-C while a stage writes: no temporary or half-written file stays; the rerun redoes that stage only."""
-    import ex4d.run as run_module
+    import ex4d.runner as run_module
     from ex4d.io.atomic import atomic_path
 
     video, depth, _, _ = tiny_inputs
@@ -244,25 +244,32 @@ def test_gif_is_downscaled_to_at_most_480_px_and_12_fps(tmp_path):
 
 
 @pytest.mark.slow  # ~25 s on 2 CPU cores: writing, loading and running the tiny model
-def test_ex4d_fill_with_a_tiny_model_loads_it_only_when_needed(tiny_inputs, tmp_path):
+def test_ex4d_fill_with_a_tiny_model_loads_it_only_when_needed(tmp_path):
     """--fill ex4d through the real loading path (tiny random Wan2.1-I2V + ex4d.ckpt in the real layouts)."""
     from inpaint.tiny import write_ex4d_ckpt, write_wan_dir
 
-    from ex4d.io.video import load_video
-    from ex4d.run import LazyPipeline, run
+    from tests.conftest import wall_and_box
 
-    video, depth, _, _ = tiny_inputs
-    options = {"model_dir": write_wan_dir(tmp_path / "wan"), "adapter": write_ex4d_ckpt(tmp_path / "ex4d.ckpt"),
-               "height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 2}
-    pipe = LazyPipeline(options, device="cpu", progress=False)
+    from ex4d.io.video import load_video, save_video
+    from ex4d.generation_options import GenerationOptions, ModelOptions, SamplingOptions
+    from ex4d.runner import LazyPipeline, run
+
+    frames, depth_arr = wall_and_box(num_frames=5, height=32, width=32)
+    video, depth = tmp_path / "in.mp4", tmp_path / "depth.npz"
+    save_video(video, frames, fps=12)
+    np.savez(depth, depth=depth_arr)
+    options = GenerationOptions(ModelOptions(write_wan_dir(tmp_path / "wan"), write_ex4d_ckpt(tmp_path / "ex4d.ckpt")),
+                                SamplingOptions(steps=2))
+    pipe = LazyPipeline(options.model, device="cpu", progress=False)
     out = tmp_path / "out"
-    result = run(video, out, cams=["60"], depth=depth, fill="ex4d", num_frames=9, device="cpu",
-                 generate_options=options, progress=False, pipe=pipe)
+    result = run(video, out, cams=["60"], depth=depth, fill="ex4d", num_frames=None, height=32, width=32,
+                 device="cpu", generate_options=options, progress=False, pipe=pipe)
     assert pipe.loads == 1 and result.stages["fill_60"] == "ran"
-    frames = load_video(out / "output_60.mp4", num_frames=None).frames
-    assert len(frames) == 5 and frames.std() > 1  # the 5 generated frames, not blank
+    info = probe_video(out / "output_60.mp4")
+    assert (info["frames"], info["height"], info["width"]) == (5, 32, 32)  # the render's geometry
+    assert load_video(out / "output_60.mp4", num_frames=None, height=32, width=32).frames.std() > 1  # not blank
     assert (out / "preview_60.gif").is_file()
     again = LazyPipeline(options, device="cpu", progress=False)
-    run(video, out, cams=["60"], depth=depth, fill="ex4d", num_frames=9, device="cpu", generate_options=options,
-        progress=False, pipe=again)
+    run(video, out, cams=["60"], depth=depth, fill="ex4d", num_frames=None, height=32, width=32, device="cpu",
+        generate_options=options, progress=False, pipe=again)
     assert again.loads == 0  # all cached: the model is never loaded

@@ -31,7 +31,7 @@ _LAZY = {
     "recon": "ex4d.reconstruction",
     "write_recon_outputs": "ex4d.reconstruction",
     "ReconResult": "ex4d.reconstruction",
-    "run": "ex4d.run",
+    "run": "ex4d.runner",
     "run_demo": "ex4d.demo",
     "estimate_depth": "ex4d.depth.api",
     "generate": "ex4d.inpaint.generate",
@@ -50,8 +50,6 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
-    if name == "run":  # the module ex4d.run is callable as its function run(): one name for both
-        return import_module("ex4d.run")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

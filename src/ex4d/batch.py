@@ -1,7 +1,7 @@
 """``ex4d run --manifest``: many videos × camera paths in one process, one model load, past failures.
 
 A manifest is a CSV file or a folder of videos (see ``docs/run.md``). Each item is one video with its camera
-paths and its own output folder; :func:`run_manifest` runs :func:`ex4d.run.run` on every item, records a failure
+paths and its own output folder; :func:`run_manifest` runs :func:`ex4d.runner.run` on every item, records a failure
 and goes on, and writes ``OUT/summary.json``. Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) each rank takes
 every ``WORLD_SIZE``-th item and writes ``OUT/summary.rank<k>.json``; the last rank to finish merges them.
 """
@@ -198,7 +198,7 @@ def rank_device(device: str, world_size: int) -> str:
 def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cams: list[str] = ("180",),
                  rank: int | None = None, world_size: int | None = None, progress: bool = True,
                  summary_json: str | os.PathLike | None = None, **run_options) -> BatchResult:
-    """Run :func:`ex4d.run.run` on every item of ``manifest`` (this rank's share), continuing past failures.
+    """Run :func:`ex4d.runner.run` on every item of ``manifest`` (this rank's share), continuing past failures.
 
     Args:
         manifest: CSV file or folder of videos (:func:`read_manifest`).
@@ -206,8 +206,9 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
         cams: camera paths for items whose ``cam`` column is empty.
         rank, world_size: default from ``RANK`` / ``WORLD_SIZE`` (0 / 1).
         summary_json: also write the summary there (this rank's, or the merged one when all are done).
-        **run_options: passed to every :func:`ex4d.run.run` call (``fill``, ``depth_backend``, ``num_frames``,
-            ``device``, ``generate_options``, ...). With ``fill="ex4d"`` one pipeline is loaded, on first need,
+        **run_options: passed to every :func:`ex4d.runner.run` call (``fill``, ``depth_backend``, ``num_frames``,
+            ``device``, ``generate_options``: :class:`~ex4d.generation_options.GenerationOptions`, ...). With
+            ``fill="ex4d"`` one pipeline is loaded, on first need,
             and shared by all items.
 
     Returns:
@@ -220,7 +221,7 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
     """
     from tqdm.auto import tqdm
 
-    from ex4d.run import LazyPipeline, check_generation_options, run
+    from ex4d.runner import LazyPipeline, check_generation_options, run
 
     if rank is None or world_size is None:
         rank, world_size = distributed_rank()
@@ -229,7 +230,7 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
     mine = shard_items(items, rank, world_size)
     run_options["device"] = rank_device(run_options.get("device", "auto"), world_size)
     if run_options.get("fill") == "ex4d" and run_options.get("pipe") is None:
-        check_generation_options(run_options.get("generate_options") or {}, run_options.get("device", "auto"))
+        check_generation_options(run_options.get("generate_options"), run_options.get("device", "auto"))
         run_options["pipe"] = LazyPipeline(run_options.get("generate_options"), run_options.get("device", "auto"),
                                            progress)
     statuses = []

@@ -14,6 +14,7 @@ from ex4d import __version__
 from ex4d.depth.cli import add_depth_backend_arguments, add_depth_parser, depth_from_args
 from ex4d.errors import InputError, InputWarning
 from ex4d.eval.cli import add_eval_parser
+from ex4d.generation_cli import add_generation_args, generation_options_from_args
 from ex4d.train.prepare_cli import add_prepare_parser
 from ex4d.train.train_cli import add_train_parser
 from ex4d.ui.cli import add_ui_parser
@@ -149,62 +150,6 @@ def _run_demo(args) -> int:
     return 0
 
 
-def add_generation_options(p) -> argparse._ArgumentGroup:
-    """Sampler, memory and speed options of the EX-4D model (``ex4d generate`` and ``ex4d run --fill ex4d``)."""
-    p.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
-    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prompt", default=None, help="default: the reference's prompt")
-    p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
-    p.add_argument("--mask-erode", type=int, default=None,
-                   help="fixed erosion kernel size (0 = none); default: the reference's random 2–8, seeded")
-    p.add_argument("--offload", choices=("none", "model", "group"), default="none",
-                   help="model: whole models moved to the GPU when used; group: the DiT block by block (least memory)")
-    p.add_argument("--group-offload-type", choices=("block_level", "leaf_level"), default="block_level")
-    p.add_argument("--fp8", action="store_true", help="store the DiT's weights in fp8 (computed in --dtype)")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
-                   help="default: bf16 on CUDA, fp32 on CPU")
-    g = p.add_argument_group("speed (see docs/generation.md)")
-    g.add_argument("--speed", choices=("quality", "eager"), default="quality",
-                   help="quality (default): batched CFG, fused LoRA, best attention, torch.compile on CUDA, same "
-                        "output within bf16 rounding; eager: the reference's plain order (a baseline)")
-    g.add_argument("--attention", default="auto", help="DiT attention backend (auto, native, _native_cudnn, flash, ...)")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the DiT blocks (default: on with --speed quality on CUDA)")
-    g.add_argument("--cache", default=None,
-                   help="approximate fast mode: fbc[:threshold] (FirstBlockCache) or taylorseer[:interval]")
-    g.add_argument("--fp8-matmul", action="store_true",
-                   help="approximate fast mode: fp8 matmuls in the DiT blocks (torchao, extra 'fp8'; CUDA GPUs of "
-                        "compute capability >= 8.9): 1.4x faster steps on an H200")
-    g.add_argument("--extra-lora", action="append", default=[], metavar="FILE[:SCALE]",
-                   help="fuse a Wan2.1-I2V-14B LoRA into the DiT (repeatable), e.g. a few-step distilled one "
-                        "with --steps 4 --cfg 1 (approximate)")
-    return g
-
-
-def generation_options(args) -> dict:
-    """The :func:`ex4d.inpaint.generate` keyword arguments of :func:`add_generation_options`' flags."""
-    import torch
-
-    try:
-        from ex4d.inpaint.extra_lora import parse_extra_lora_arg
-        from ex4d.inpaint.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
-        from ex4d.inpaint.speed import SpeedSettings
-    except ImportError as exc:
-        raise InputError(f"generation needs the diffusion extra: pip install 'ex4d[diffusion]' ({exc})") from None
-    if args.mask_erode is not None and args.mask_erode < 0:
-        raise InputError(f"--mask-erode must be >= 0, got {args.mask_erode}")
-    return dict(
-        num_inference_steps=args.steps, guidance_scale=args.cfg, seed=args.seed, mask_erode=args.mask_erode,
-        prompt=DEFAULT_PROMPT if args.prompt is None else args.prompt,
-        negative_prompt=DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt,
-        torch_dtype={"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype],
-        offload=args.offload, fp8=args.fp8, group_offload_type=args.group_offload_type,
-        speed=SpeedSettings(mode=args.speed, attention=args.attention, compile=args.compile, cache=args.cache,
-                            fp8_matmul=args.fp8_matmul),
-        extra_loras=[parse_extra_lora_arg(text) for text in args.extra_lora])
-
-
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="fill the masked regions of a render with the EX-4D video model",
                        description="Wan2.1-I2V-14B + the EX-4D LoRA and condition encoder (needs the 'diffusion' "
@@ -212,8 +157,6 @@ def _add_generate(sub) -> None:
     p.add_argument("--color-video", required=True, help="color_<cam>.mp4 from ex4d recon")
     p.add_argument("--mask-video", required=True, help="mask_<cam>.mp4 from ex4d recon (255 = seen)")
     p.add_argument("--output-video", required=True, help="destination .mp4")
-    p.add_argument("--wan-dir", help="Wan2.1-I2V folder, diffusers or original layout (default: the official hub copy)")
-    p.add_argument("--ex4d-ckpt", help="ex4d.ckpt or an ex4d adapter folder (default: the official hub copy)")
     p.add_argument("--height", type=positive_int, default=512)
     p.add_argument("--width", type=positive_int, default=512)
     p.add_argument("--num-frames", type=positive_int, default=49, help="4k+1 frames (others are rounded)")
@@ -221,38 +164,34 @@ def _add_generate(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write the exact output frames to <output>.npz (key 'frames')")
-    g = add_generation_options(p)
-    g.add_argument("--parallel", type=positive_int, default=1,
-                   help="GPUs sharing one video (context parallelism); launch with torchrun --nproc-per-node N")
-    g.add_argument("--parallel-mode", choices=("ulysses", "ring", "cfg"), default="ulysses",
-                   help="ulysses/ring: split the DiT's tokens over the GPUs; cfg: one guidance branch per GPU (2)")
+    add_generation_args(p, parallel=True)
     p.set_defaults(func=_run_generate)
 
 
 def _run_generate(args) -> int:
     from ex4d.utils.device import resolve_device
 
-    options = generation_options(args)  # also checks that the diffusion extra is installed
+    options = generation_options_from_args(args)  # also checks that the diffusion extra is installed
     from ex4d.inpaint.generate import generate
-    from ex4d.inpaint.weights import resolve_ex4d_ckpt, resolve_wan_dir
 
     for flag, path in (("--color-video", args.color_video), ("--mask-video", args.mask_video)):
         if not Path(path).exists():
             raise InputError(f"{path}: {flag} not found")
     device = resolve_device(args.device)
     output = Path(args.output_video)
-    wan_dir, ckpt = resolve_wan_dir(args.wan_dir), resolve_ex4d_ckpt(args.ex4d_ckpt)
-    # Checked before the (slow) base model loads, so a typo costs nothing.
-    if not wan_dir.is_dir():
-        raise InputError(f"{wan_dir}: --wan-dir is not a folder")
-    if not ckpt.exists():
-        raise InputError(f"{ckpt}: --ex4d-ckpt not found (ex4d.ckpt or an ex4d adapter folder)")
-    generate(args.color_video, args.mask_video, output, model_dir=wan_dir, adapter=ckpt, height=args.height,
-             width=args.width, num_frames=args.num_frames, fps=args.fps,
-             npz=output.with_suffix(".npz") if args.save_arrays else None, device=device,
-             parallel=args.parallel, parallel_mode=args.parallel_mode, **options)
+    _check_weights(options.model)  # before the (slow) base model loads, so a typo costs nothing
+    generate(args.color_video, args.mask_video, output, height=args.height, width=args.width,
+             num_frames=args.num_frames, fps=args.fps, npz=output.with_suffix(".npz") if args.save_arrays else None,
+             device=device, **options.generate_kwargs())
     print(output)
     return 0
+
+
+def _check_weights(model) -> None:
+    if not model.model_dir.is_dir():
+        raise InputError(f"{model.model_dir}: --wan-dir is not a folder")
+    if not model.adapter.exists():
+        raise InputError(f"{model.adapter}: --ex4d-ckpt not found (ex4d.ckpt or an ex4d adapter folder)")
 
 
 def _add_run(sub) -> None:
@@ -273,9 +212,7 @@ def _add_run(sub) -> None:
     p.add_argument("--num-frames", type=int, default=49, help="frames taken from the start (0 = all)")
     p.add_argument("--height", type=positive_int)
     p.add_argument("--width", type=positive_int)
-    p.add_argument("--wan-dir", help="--fill ex4d: Wan2.1-I2V folder (default: the official hub copy)")
-    p.add_argument("--ex4d-ckpt", help="--fill ex4d: ex4d.ckpt (default: the official hub copy)")
-    add_generation_options(p)  # --fill ex4d: the model's sampler, memory and speed options, as ex4d generate
+    add_generation_args(p, weights_help="for --fill ex4d (default: the official hub copy)")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write the exact frames: render_<cam>.npz (color, mask, depth) and output_<cam>.npz")
     p.add_argument("--device", default="auto")
@@ -288,16 +225,11 @@ def _run_run(args) -> int:
     from ex4d.depth.cli import backend_options_from_args
     import time
 
-    from ex4d.run import run
+    from ex4d.runner import run
 
     if args.input_video is not None and not Path(args.input_video).exists():
         raise InputError(f"{args.input_video}: input video not found")
-    generate_options = None
-    if args.fill == "ex4d":
-        from ex4d.inpaint.weights import resolve_ex4d_ckpt, resolve_wan_dir
-
-        generate_options = {"model_dir": resolve_wan_dir(args.wan_dir), "adapter": resolve_ex4d_ckpt(args.ex4d_ckpt),
-                            **generation_options(args)}
+    generate_options = generation_options_from_args(args) if args.fill == "ex4d" else None
     options = None
     if args.depth_backend:
         options = dict(backend_options_from_args(args), intrinsics=args.intrinsics_policy, focal_px=args.focal,

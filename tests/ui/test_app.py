@@ -91,8 +91,10 @@ def test_ex4d_fill_runs_a_tiny_model_when_weights_are_given(ws, clip, tmp_path):
     pytest.importorskip("diffusers")
     from tests.inpaint.tiny import write_ex4d_ckpt, write_wan_dir
 
-    options = {"model_dir": write_wan_dir(tmp_path / "wan"), "adapter": write_ex4d_ckpt(tmp_path / "ex4d.ckpt"),
-               "height": 32, "width": 32, "num_inference_steps": 1}
+    from ex4d.generation_options import GenerationOptions, ModelOptions, SamplingOptions
+
+    options = GenerationOptions(ModelOptions(write_wan_dir(tmp_path / "wan"), write_ex4d_ckpt(tmp_path / "ex4d.ckpt")),
+                                SamplingOptions(steps=1))
     cb = Callbacks(ws, device="cpu", generate_options=options)
     assert cb.fills == ["offline", "ex4d"]
     side_by_side, files, status = cb.generate(clip.key, *DESIGN, "ex4d")
@@ -101,7 +103,7 @@ def test_ex4d_fill_runs_a_tiny_model_when_weights_are_given(ws, clip, tmp_path):
 
     with av.open(files[0]) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    assert len(frames) == 9 and frames[0].shape == (32, 32, 3)  # the model's size; 9 = 4k+1 frames
+    assert len(frames) == 9 and frames[0].shape == (64, 64, 3)  # the clip's frames and size, as ex4d run
 
 
 def test_ui_command_passes_the_generation_options(tmp_path, monkeypatch, capsys):
@@ -114,14 +116,15 @@ def test_ui_command_passes_the_generation_options(tmp_path, monkeypatch, capsys)
     wan.mkdir()
     ckpt.write_bytes(b"")
     seen = {}
-    monkeypatch.setattr(ex4d.ui.app, "build_app", lambda ws, device, generate_options: seen.update(generate_options))
+    monkeypatch.setattr(ex4d.ui.app, "build_app",
+                        lambda ws, device, generate_options: seen.update(options=generate_options))
     monkeypatch.setattr(ex4d.ui.app, "launch", lambda *a, **k: None)
     base = ["ui", "--work-dir", str(tmp_path / "w"), "--wan-dir", str(wan), "--ex4d-ckpt", str(ckpt), "--quiet",
             "--device", "cpu"]
     assert main(base + ["--offload", "group", "--fp8", "--steps", "4", "--cache", "taylorseer:3"]) == 0
-    assert seen["model_dir"] == wan and seen["adapter"] == ckpt
-    assert seen["offload"] == "group" and seen["fp8"] and seen["num_inference_steps"] == 4
-    assert seen["speed"].cache == "taylorseer:3"
+    model, sampling = seen["options"].model, seen["options"].sampling
+    assert model.model_dir == wan and model.adapter == ckpt
+    assert model.offload == "group" and model.fp8 and sampling.steps == 4 and model.cache == "taylorseer:3"
     seen.clear()
     capsys.readouterr()
     assert main(base + ["--fp8-matmul"]) == 2

@@ -279,14 +279,15 @@ class Generation:
 
 
 def generate(clip: Clip, trajectory: Trajectory, fill: str = "offline", device: str = "auto",
-             generate_options: dict | None = None, progress: bool = False) -> Generation:
+             generate_options=None, progress: bool = False) -> Generation:
     """Render the whole clip along the path and fill it (``ex4d run``'s stages, cached in ``runs/``).
 
     Args:
-        fill: ``offline`` (no weights) or ``ex4d`` (the video model; ``generate_options`` go to
-            :func:`ex4d.inpaint.generate.generate`).
+        fill: ``offline`` (no weights) or ``ex4d`` (the video model, loaded and sampled with ``generate_options``,
+            a :class:`ex4d.generation_options.GenerationOptions`; frames, size and rate are the render's, rounded
+            as :func:`ex4d.runner.run` does).
     """
-    from ex4d.run import run
+    from ex4d.runner import run
 
     if fill not in ("offline", "ex4d"):
         raise InputError(f"unknown fill {fill!r}; choose offline or ex4d")

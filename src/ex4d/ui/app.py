@@ -49,7 +49,8 @@ class Callbacks:
     Args:
         workspace: the work dir and its upload rules.
         device: ``auto``, ``cpu`` or ``cuda``.
-        generate_options: ``model_dir`` and ``adapter`` of the EX-4D model; ``None`` = only the offline fill.
+        generate_options: :class:`ex4d.generation_options.GenerationOptions` of the EX-4D model (its weights
+            included); ``None`` = only the offline fill.
     """
 
     def __init__(self, workspace: Workspace, device: str = "auto", generate_options: dict | None = None):
@@ -167,10 +168,8 @@ class Callbacks:
             clip = self._clip(key)
             trajectory = actions.build_trajectory(clip, self._design(preset, angle, elevation, radius, zoom, table,
                                                                      imported))
-            options = None
-            if fill == "ex4d":
-                # The model takes 4k+1 frames: the longest such prefix of the clip, unless the options say otherwise.
-                options = {"num_frames": 4 * ((clip.num_frames - 1) // 4) + 1, **self.generate_options}
+            # The ex4d fill takes its frames, size and rate from the render, as ex4d run's does.
+            options = self.generate_options if fill == "ex4d" else None
             result = actions.generate(clip, trajectory, fill, self.device, options, progress=progress is not None)
             if progress is not None:
                 progress(1.0, desc="done")

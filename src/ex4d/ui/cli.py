@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from ex4d.errors import InputError
+from ex4d.generation_cli import add_generation_args, generation_options_from_args
 from ex4d.utils.argtypes import positive_int
 
 
 def add_ui_parser(sub) -> None:
-    from ex4d.cli import add_generation_options
     from ex4d.ui.session import default_work_dir
 
     p = sub.add_parser("ui", help="web app: upload a video, design the camera path with a live preview, generate",
@@ -24,11 +24,10 @@ def add_ui_parser(sub) -> None:
     p.add_argument("--num-frames", type=positive_int, default=49, help="frames taken from the start of a video")
     p.add_argument("--depth-backend", default="depthcrafter",
                    help="depth model for videos uploaded without a depth .npz (its weights must be on disk)")
-    p.add_argument("--wan-dir", help="Wan2.1-I2V folder: with --ex4d-ckpt, offers the ex4d fill")
-    p.add_argument("--ex4d-ckpt", help="ex4d.ckpt or adapter folder: with --wan-dir, offers the ex4d fill")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no startup banner")
-    add_generation_options(p)  # the ex4d fill's sampler, memory and speed options, as ex4d generate's
+    # The ex4d fill's options, as ex4d generate's; --wan-dir and --ex4d-ckpt together offer that fill.
+    add_generation_args(p, weights_help="(with the other of --wan-dir / --ex4d-ckpt: offers the ex4d fill)")
     p.set_defaults(func=run_ui)
 
 
@@ -44,10 +43,9 @@ def run_ui(args) -> int:
             raise InputError(f"{args.wan_dir}: --wan-dir is not a folder (both --wan-dir and --ex4d-ckpt are needed)")
         if not (args.ex4d_ckpt and ckpt.exists()):
             raise InputError(f"{args.ex4d_ckpt}: --ex4d-ckpt not found (both --wan-dir and --ex4d-ckpt are needed)")
-        from ex4d.cli import generation_options
-        from ex4d.run import check_generation_options
+        from ex4d.runner import check_generation_options
 
-        generate_options = {"model_dir": wan, "adapter": ckpt, **generation_options(args)}
+        generate_options = generation_options_from_args(args, resolve_weights=False)
         check_generation_options(generate_options, args.device)  # e.g. --fp8-matmul without an fp8 GPU
     workspace = Workspace(args.work_dir, max_upload_mb=args.max_upload_mb, max_frames=args.num_frames,
                           depth_backend=args.depth_backend)
