@@ -33,7 +33,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, weights_help: str = "(def
                    help="quality (default): batched CFG, fused LoRA, best attention, torch.compile on CUDA, same "
                         "output within bf16 rounding; eager: the reference's plain order (a baseline)")
     g.add_argument("--attention", default="auto",
-                   help="DiT attention backend (auto, native, _native_cudnn, flash, ...)")
+                   help="DiT attention backend (auto, fa4, native, _native_cudnn, flash, ...)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the DiT blocks (default: on with --speed quality on CUDA)")
     g.add_argument("--cache", default=None,
