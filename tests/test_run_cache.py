@@ -233,7 +233,8 @@ def test_ex4d_fill_takes_the_renders_geometry(tmp_path, stand_in, recwarn):
 
 
 def test_ex4d_fill_rounds_an_odd_clip_as_the_model_needs_with_a_note(tmp_path, stand_in, capsys):
-    """10 frames of 40×72 at 12 fps: 4k+1 -> 13 frames, sides -> 48×80 (multiples of 16), 12 fps kept; one note."""
+    """10 frames of 40×72 at 12 fps: the model runs 13 frames (4k+1, padded with the last), sides 48×80 (multiples
+    of 16); the output has the clip's 10 frames at 12 fps; one note, about the size."""
     from ex4d.cli import main
 
     frames, depth = wall_and_box(num_frames=10, height=40, width=72)
@@ -249,10 +250,62 @@ def test_ex4d_fill_rounds_an_odd_clip_as_the_model_needs_with_a_note(tmp_path, s
                  "--quiet"]) == 0
     assert stand_in.calls == [dict(height=48, width=80, num_frames=13, source_frames=10, steps=2)]
     info = probe_video(tmp_path / "out" / "output_30.mp4")
-    assert (info["frames"], info["height"], info["width"], round(info["fps"])) == (13, 48, 80, 12)
+    assert (info["frames"], info["height"], info["width"], round(info["fps"])) == (10, 48, 80, 12)
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["ex4d run: note: the ex4d fill generates 13 frames of 48×80 for the 10-frame 40×72 render "
-                   "(the model takes 4k+1 frames and sides that are multiples of 16)"]
+    assert err == ["ex4d run: note: the ex4d fill generates 48×80 frames for the 40×72 render "
+                   "(the model takes sides that are multiples of 16)"]
+
+
+def test_ex4d_fill_of_a_long_clip_runs_windows_and_resumes_after_a_kill(tmp_path, stand_in):
+    """A 40-frame clip with 13-frame windows (overlap 4): 5 windows, each conditioned on the one before; the output
+    has 40 frames. A run killed in its third window resumes there and ends with the same frames."""
+    frames, depth = wall_and_box(num_frames=40, height=32, width=48)
+    video = tmp_path / "long.mp4"
+    save_video(video, frames, fps=10)
+    np.savez(tmp_path / "d.npz", depth=depth)
+    wan, ckpt = tmp_path / "wan", tmp_path / "c.ckpt"
+    wan.mkdir()
+    ckpt.write_bytes(b"adapter")
+    options = GenerationOptions(ModelOptions(wan, ckpt), SamplingOptions(steps=2, window=13, window_overlap=4))
+
+    def go(out):
+        return run(video, out, cams=["30"], depth=tmp_path / "d.npz", fill="ex4d", num_frames=None, height=32,
+                   width=48, device="cpu", generate_options=options, progress=False, save_arrays=True)
+
+    go(tmp_path / "whole")
+    # windows at 0, 8, 16, 24, 32 (8 frames left: the model runs 9)
+    assert [(c["source_frames"], c["num_frames"]) for c in stand_in.calls] == [(13, 13)] * 4 + [(8, 9)]
+    whole = np.load(tmp_path / "whole" / "output_30.npz")["frames"]
+    assert whole.shape == (40, 32, 48, 3)
+    assert probe_video(tmp_path / "whole" / "output_30.mp4")["frames"] == 40
+    assert not list((tmp_path / "whole").glob(".*.windows"))  # the windows are dropped once the output is written
+
+    stand_in.calls.clear()
+    original = StandIn.__call__
+
+    def killed(self, *a, **k):
+        if len(self.calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    StandIn.__call__ = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            go(tmp_path / "again")
+    finally:
+        StandIn.__call__ = original
+    assert not (tmp_path / "again" / "output_30.mp4").exists()
+    stand_in.calls.clear()
+    go(tmp_path / "again")
+    assert len(stand_in.calls) == 3  # windows 2, 3 and 4 only
+    resumed = np.load(tmp_path / "again" / "output_30.npz")["frames"]
+    # the same renders filled again from scratch (H.264 renders differ between output folders, so "whole" is not
+    # the reference here): the same frames as the resumed run
+    (tmp_path / "again" / "fill_30.json").unlink()
+    stand_in.calls.clear()
+    go(tmp_path / "again")
+    assert len(stand_in.calls) == 5
+    np.testing.assert_array_equal(np.load(tmp_path / "again" / "output_30.npz")["frames"], resumed)
 
 
 @pytest.mark.slow  # ~25 s on 2 CPU cores: writing, loading and running the tiny model
@@ -272,9 +325,9 @@ def test_ex4d_fill_with_tiny_models_produces_the_clips_geometry(tmp_path, capsys
                  str(tmp_path / "out"), "--cam", "30", "--fill", "ex4d", "--wan-dir", str(wan), "--ex4d-ckpt",
                  str(ckpt), "--num-frames", "0", "--height", "24", "--width", "40", "--device", "cpu", "--steps", "1",
                  "--quiet"]) == 0
-    assert "generates 9 frames of 32×48" in capsys.readouterr().err
+    assert "generates 32×48 frames" in capsys.readouterr().err
     info = probe_video(tmp_path / "out" / "output_30.mp4")
-    assert (info["frames"], info["height"], info["width"], round(info["fps"])) == (9, 32, 48, 12)
+    assert (info["frames"], info["height"], info["width"], round(info["fps"])) == (6, 32, 48, 12)
     assert load_video(tmp_path / "out" / "output_30.mp4", num_frames=None).frames.std() > 1
 
 

@@ -18,7 +18,7 @@ from ex4d.generation_cli import add_generation_args, generation_options_from_arg
 from ex4d.train.prepare_cli import add_prepare_parser
 from ex4d.train.train_cli import add_train_parser
 from ex4d.ui.cli import add_ui_parser
-from ex4d.utils.argtypes import positive_int
+from ex4d.utils.argtypes import non_negative_int, positive_int
 
 
 def _add_recon(sub) -> None:
@@ -159,8 +159,11 @@ def _add_generate(sub) -> None:
     p.add_argument("--output-video", required=True, help="destination .mp4")
     p.add_argument("--height", type=positive_int, default=512)
     p.add_argument("--width", type=positive_int, default=512)
-    p.add_argument("--num-frames", type=positive_int, default=49, help="4k+1 frames (others are rounded)")
-    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--num-frames", type=non_negative_int, default=0,
+                   help="0 (default): every frame of the renders, any length (overlapping windows beyond --window); "
+                        "N: N frames selected as the reference does (4k+1, others rounded; 49 = the reference)")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the colour video's; the "
+                                                          "reference writes 15)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--save-arrays", action="store_true",
                    help="also write the exact output frames to <output>.npz (key 'frames')")
@@ -181,7 +184,8 @@ def _run_generate(args) -> int:
     output = Path(args.output_video)
     _check_weights(options.model)  # before the (slow) base model loads, so a typo costs nothing
     generate(args.color_video, args.mask_video, output, height=args.height, width=args.width,
-             num_frames=args.num_frames, fps=args.fps, npz=output.with_suffix(".npz") if args.save_arrays else None,
+             num_frames=args.num_frames or None, fps=args.fps,
+             npz=output.with_suffix(".npz") if args.save_arrays else None,
              device=device, **options.generate_kwargs())
     print(output)
     return 0

@@ -62,6 +62,11 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     g.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
     g.add_argument("--mask-erode", type=int, default=None,
                    help="fixed erosion kernel size (0 = none); default: the reference's random 2–8, seeded")
+    g.add_argument("--window", type=int, default=49,
+                   help="frames per model window (4k+1; 49 as the reference, 81 accepted); longer clips are generated "
+                        "as overlapping windows, each conditioned on the one before")
+    g.add_argument("--window-overlap", type=int, default=8,
+                   help="frames shared by consecutive windows after the first shared one (a multiple of 4)")
     return g
 
 
@@ -95,7 +100,8 @@ def model_options_from_args(args: argparse.Namespace, resolve_weights: bool = Tr
 def sampling_options_from_args(args: argparse.Namespace) -> SamplingOptions:
     """:class:`SamplingOptions` of :func:`add_sampling_args`' flags."""
     return SamplingOptions(steps=args.steps, cfg=args.cfg, seed=args.seed, mask_erode=args.mask_erode,
-                           prompt=args.prompt, negative_prompt=args.negative_prompt)
+                           prompt=args.prompt, negative_prompt=args.negative_prompt, window=args.window,
+                           window_overlap=args.window_overlap)
 
 
 def generation_options_from_args(args: argparse.Namespace, resolve_weights: bool = True) -> GenerationOptions:

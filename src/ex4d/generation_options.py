@@ -143,12 +143,17 @@ class SamplingOptions:
     mask_erode: int | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
+    window: int = 49
+    window_overlap: int = 8
 
     def __post_init__(self):
+        from ex4d.utils.windows import plan_windows
+
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}", argument="steps")
         if self.mask_erode is not None and self.mask_erode < 0:
             raise InputError(f"--mask-erode must be >= 0, got {self.mask_erode}", argument="mask_erode")
+        plan_windows(self.window + 1, self.window, self.window_overlap)  # --window / --window-overlap checks
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments of :func:`ex4d.inpaint.generate.generate` (prompts filled in with the defaults)."""
@@ -157,7 +162,7 @@ class SamplingOptions:
         return dict(num_inference_steps=self.steps, guidance_scale=self.cfg, seed=self.seed,
                     mask_erode=self.mask_erode, prompt=DEFAULT_PROMPT if self.prompt is None else self.prompt,
                     negative_prompt=DEFAULT_NEGATIVE_PROMPT if self.negative_prompt is None
-                    else self.negative_prompt)
+                    else self.negative_prompt, window=self.window, window_overlap=self.window_overlap)
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,8 @@ class GenerationOptions:
                              "working size and frame count of the run instead)")
         model, sampling = {}, {}
         renames = {"num_inference_steps": "steps", "guidance_scale": "cfg"}
-        for key in ("num_inference_steps", "guidance_scale", "seed", "mask_erode", "prompt", "negative_prompt"):
+        for key in ("num_inference_steps", "guidance_scale", "seed", "mask_erode", "prompt", "negative_prompt",
+                    "window", "window_overlap"):
             if key in options:
                 sampling[renames.get(key, key)] = options.pop(key)
         speed = options.pop("speed", None)
@@ -226,13 +232,14 @@ class FillGeometry:
 
 def fill_geometry(num_frames: int, height: int, width: int, fps: float) -> tuple[FillGeometry, str | None]:
     """The generation geometry of a reconstruction of ``num_frames`` frames of ``height`` × ``width`` at ``fps``:
-    rounded by the generation stage's own rules (4k+1 frames, sides multiples of 16; see
-    :mod:`ex4d.inpaint.preprocess`), and a one-line note when rounding changed it (else None)."""
-    from ex4d.inpaint.preprocess import round_num_frames, round_size
+    every frame (a clip that is not one 4k+1 window is generated as windows or padded, and comes out whole), the
+    sides rounded up to multiples of 16 as the model needs (:mod:`ex4d.inpaint.preprocess`), and a one-line note
+    when that changed the size (else None)."""
+    from ex4d.inpaint.preprocess import round_size
 
-    frames, (h, w) = round_num_frames(num_frames), round_size(height, width)
+    h, w = round_size(height, width)
     note = None
-    if (frames, h, w) != (num_frames, height, width):
-        note = (f"the ex4d fill generates {frames} frames of {h}×{w} for the {num_frames}-frame {height}×{width} "
-                "render (the model takes 4k+1 frames and sides that are multiples of 16)")
-    return FillGeometry(frames, h, w, float(fps)), note
+    if (h, w) != (height, width):
+        note = (f"the ex4d fill generates {h}×{w} frames for the {height}×{width} render (the model takes sides that "
+                "are multiples of 16)")
+    return FillGeometry(num_frames, h, w, float(fps)), note

@@ -28,7 +28,7 @@ from ex4d import __version__
 from ex4d.errors import InputError, InputWarning
 from ex4d.generation_options import GenerationOptions, ModelOptions, as_generation_options
 from ex4d.io.atomic import atomic_path, save_npz_atomic
-from ex4d.stages import Stage, StageRunner, canonical
+from ex4d.stages import Stage, StageRunner, canonical, stable_hash
 from ex4d.utils.device import resolve_device
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ RENDER_VERSION = 1
 TRAJECTORY_PLOT_VERSION = 1
 OFFLINE_FILL_VERSION = 3  # 2: static-background plate + background-biased inpainting; 3: plate depth summed in float64
 NO_FILL_VERSION = 1
-EX4D_FILL_VERSION = 2  # 2: frames, size and rate derived from the render
+EX4D_FILL_VERSION = 3  # 2: frames, size and rate derived from the render; 3: every frame, windows
 PREVIEW_VERSION = 1
 
 
@@ -317,7 +317,10 @@ def fill_stage(ctx: RunContext, scene: _SourceScene, render: Render, fill: str,
 
     if fill == "ex4d":
         def compute():
-            _generate(render.result, render.files, output, arrays if ctx.save_arrays else None, options, pipe)
+            # an interrupted fill resumes at its first unfinished window, for the same model and inputs only
+            resume_key = stable_hash({"stage": stage.inputs(ctx.runner.fingerprints)})
+            _generate(render.result, render.files, output, arrays if ctx.save_arrays else None, options, pipe,
+                      resume_key)
 
         stage = _declare(f"fill_{render.name}", compute, outputs, upstream, {"files": options.model.weight_files()},
                          settings={**settings, "model": options.model.cache_settings(),
@@ -340,8 +343,10 @@ def fill_stage(ctx: RunContext, scene: _SourceScene, render: Render, fill: str,
     return FillOutput(output, key)
 
 
-def _generate(res, files: dict[str, Path], output: Path, arrays: Path | None, options: GenerationOptions, pipe):
-    """The EX-4D model on one render, at the render's frames, size and rate (rounded as the model needs)."""
+def _generate(res, files: dict[str, Path], output: Path, arrays: Path | None, options: GenerationOptions, pipe,
+              resume_key: str):
+    """The EX-4D model on one render: every frame (overlapping windows beyond one window, so the output has the
+    render's frame count), at the render's size (rounded to multiples of 16 as the model needs) and frame rate."""
     from ex4d.generation_options import fill_geometry
     from ex4d.inpaint.generate import generate
 
@@ -350,7 +355,7 @@ def _generate(res, files: dict[str, Path], output: Path, arrays: Path | None, op
     if note:
         warnings.warn(note, InputWarning, stacklevel=2)
     generate(files["color"], files["mask"], output, npz=arrays, pipe=pipe, height=geometry.height,
-             width=geometry.width, num_frames=geometry.num_frames, fps=geometry.fps,
+             width=geometry.width, num_frames=None, fps=geometry.fps, resume_key=resume_key,
              **options.sampling.generate_kwargs())
 
 

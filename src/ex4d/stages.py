@@ -153,7 +153,7 @@ class StageRunner:
         self.out, self.version = Path(out), version
         self.states: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
-        self._fingerprints: dict = {}  # within one run each input file is hashed once
+        self.fingerprints: dict = {}  # within one run each input file is hashed once
 
     def record_path(self, name: str) -> Path:
         return self.out / f"{name}.json"
@@ -167,7 +167,7 @@ class StageRunner:
 
     def run(self, stage: Stage) -> tuple[str, object]:
         """Run ``stage`` unless cached; returns (its key, what ``compute`` returned or None when cached)."""
-        inputs = stage.inputs(self._fingerprints)
+        inputs = stage.inputs(self.fingerprints)
         key = stable_hash({"stage": stage.name, **inputs})
         if self.recorded_key(stage.name) == key and all(Path(p).is_file() for p in stage.outputs):
             self.states[stage.name] = "cached"

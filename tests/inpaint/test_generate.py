@@ -23,13 +23,39 @@ def test_generate_files_to_files(pipe, tmp_path, caplog):
     frames = np.load(tmp_path / "out.npz")["frames"]
     assert frames.shape == (5, 32, 48, 3) and frames.dtype == np.uint8
     assert (info["frames"], info["height"], info["width"]) == (5, 32, 48)
-    assert info["fps"] == pytest.approx(15)
+    assert info["fps"] == pytest.approx(30)  # the renders' own rate (fps=15 gives the reference's)
     assert load_video(out, num_frames=None, height=32, width=48).frames.shape == (5, 32, 48, 3)
     # The saved frames are exactly the pipeline's output, before encoding.
     direct = pipe(load_video(tmp_path / "color.mp4", num_frames=None, height=32, width=48).frames,
                   load_video(tmp_path / "mask.mp4", num_frames=None, height=32, width=48).frames,
                   height=32, width=48, num_frames=5, num_inference_steps=1, mask_erode=2, output_type="np").frames
     assert np.array_equal(frames, direct)
+
+
+def test_generate_takes_every_frame_by_default_and_the_reference_selection_with_num_frames(pipe, tmp_path):
+    """num_frames=None: a 7-frame render comes out with 7 frames (the model ran 9, padded); num_frames=5 is the
+    reference's selection of 5 frames, one model call; fps=15 writes the reference's rate."""
+    color, mask = tiny_videos(7, 32, 32)
+    save_video(tmp_path / "color.mp4", color, fps=12)
+    save_video(tmp_path / "mask.mp4", mask, fps=12)
+    calls = []
+
+    def spy(c, m, **kw):
+        calls.append((len(c), kw["num_frames"], kw["seed"]))
+        return pipe(c, m, **kw)
+
+    kw = dict(pipe=spy, height=32, width=32, num_inference_steps=1, mask_erode=0)
+    whole = generate(tmp_path / "color.mp4", tmp_path / "mask.mp4", tmp_path / "a.mp4", npz=tmp_path / "a.npz", **kw)
+    assert calls == [(7, 9, 0)]
+    assert probe_video(whole)["frames"] == 7 and round(probe_video(whole)["fps"]) == 12
+    frames = np.load(tmp_path / "a.npz")["frames"]
+    decoded = [load_video(tmp_path / f, num_frames=None, height=32, width=32).frames for f in ("color.mp4", "mask.mp4")]
+    direct = pipe(*decoded, height=32, width=32, num_frames=9, num_inference_steps=1, mask_erode=0, seed=0,
+                  output_type="np").frames
+    np.testing.assert_array_equal(frames, direct[:7])  # the padded call, its padding dropped
+    calls.clear()
+    ref = generate(tmp_path / "color.mp4", tmp_path / "mask.mp4", tmp_path / "b.mp4", num_frames=5, fps=15, **kw)
+    assert calls == [(7, 5, 0)] and probe_video(ref)["frames"] == 5 and round(probe_video(ref)["fps"]) == 15
 
 
 def test_generate_rejects_mismatched_videos(pipe, tmp_path):

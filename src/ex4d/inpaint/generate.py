@@ -5,20 +5,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from ex4d.errors import InputError
 from ex4d.inpaint.memory import GROUP_OFFLOAD_TYPES, OFFLOAD_MODES, configure_memory
-from ex4d.inpaint.preprocess import round_num_frames, round_size
+from ex4d.inpaint.preprocess import reference_frame_indices, round_num_frames, round_size
+from ex4d.inpaint.windows import WindowStore, generate_windows
+from ex4d.stages import fingerprint, stable_hash
+from ex4d.utils.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, plan_windows
 from ex4d.inpaint.speed import SpeedSettings, configure_speed
 from ex4d.inpaint.prompts import (
-    DEFAULT_FPS,
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_HEIGHT,
     DEFAULT_NEGATIVE_PROMPT,
-    DEFAULT_NUM_FRAMES,
     DEFAULT_NUM_INFERENCE_STEPS,
     DEFAULT_PROMPT,
     DEFAULT_SEED,
@@ -26,6 +28,12 @@ from ex4d.inpaint.prompts import (
 )
 
 __all__ = ["generate", "load_generation_pipeline", "check_generation_setup", "default_dtype"]
+
+
+def _window_folder(output_video) -> Path:
+    """Where the finished windows of ``output_video`` are kept until it is written (a hidden sibling folder)."""
+    out = Path(output_video)
+    return out.with_name(f".{out.name}.windows")
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +88,14 @@ def generate(
     pipe=None,
     height: int = DEFAULT_HEIGHT,
     width: int = DEFAULT_WIDTH,
-    num_frames: int = DEFAULT_NUM_FRAMES,
+    num_frames: int | None = None,
     num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     seed: int = DEFAULT_SEED,
     mask_erode: int | None = None,
     prompt: str = DEFAULT_PROMPT,
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-    fps: float = DEFAULT_FPS,
+    fps: float | None = None,
     npz: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     torch_dtype: torch.dtype | None = None,
@@ -99,8 +107,11 @@ def generate(
     parallel: int = 1,
     parallel_mode: str = "ulysses",
     extra_loras: list | tuple = (),
+    window: int = DEFAULT_WINDOW,
+    window_overlap: int = DEFAULT_OVERLAP,
+    resume_key: str | None = None,
 ) -> Path:
-    """Complete the DW-Mesh renders ``color_video`` + ``mask_video`` into ``output_video`` (mp4, 15 fps).
+    """Complete the DW-Mesh renders ``color_video`` + ``mask_video`` into ``output_video`` (mp4).
 
     Args:
         color_video, mask_video: the renders (``color_<cam>.mp4``, ``mask_<cam>.mp4``), same length and size.
@@ -108,8 +119,17 @@ def generate(
         model_dir, adapter: Wan2.1-I2V folder (diffusers or original layout) and ``ex4d.ckpt`` / our adapter
             folder (ignored when ``pipe`` is given).
         height, width: rounded up to multiples of 16 (with a warning), as the reference.
-        num_frames: frames to generate; not 4k+1 → ⌊(T+2)/4⌋·4+1 (with a warning), as the reference. Inputs
-            are sampled at ⌊linspace(0, N−1, T)⌋, or padded with their last frame when shorter.
+        num_frames: ``None`` (default): every frame of the renders, any length — one model call for a clip of up
+            to ``window`` frames, overlapping windows beyond (:mod:`ex4d.inpaint.windows`); the output has exactly
+            the renders' frame count. An integer T selects frames as the reference does: T not 4k+1 →
+            ⌊(T+2)/4⌋·4+1 (with a warning), inputs sampled at ⌊linspace(0, N−1, T)⌋ or padded with their last frame
+            when shorter (``num_frames=49`` is the reference's behaviour).
+        fps: the output's frame rate; ``None`` = the colour video's own (the reference writes 15).
+        window, window_overlap: frames per model window (4k+1; 49 as the reference, 81 accepted) and frames shared
+            by consecutive windows besides the first shared one (a multiple of 4); see :mod:`ex4d.utils.windows`.
+        resume_key: identity of the model and settings for resuming an interrupted multi-window generation
+            (finished windows are kept beside the output until it is written); default: the weights'
+            fingerprints when ``generate`` loads them, and no resuming when ``pipe`` is given without it.
         mask_erode: fixed erosion kernel (0 = none); ``None`` = the reference's random 2…8, seeded with ``seed``.
         npz: optional path of an ``.npz`` holding the exact output ``frames`` (T, H, W, 3) uint8.
         device, torch_dtype: default CUDA + bfloat16 when available, else CPU + float32.
@@ -140,8 +160,10 @@ def generate(
         raise InputError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     if group_offload_type not in GROUP_OFFLOAD_TYPES:
         raise InputError(f"group_offload_type must be one of {', '.join(GROUP_OFFLOAD_TYPES)}, got {group_offload_type!r}")
-    rounded_frames = round_num_frames(int(num_frames))
-    if rounded_frames != num_frames:
+    given_pipe = pipe is not None
+    plan_windows(window + 1, window, window_overlap)  # bad window settings fail before anything loads
+    rounded_frames = None if num_frames is None else round_num_frames(int(num_frames))
+    if rounded_frames != num_frames and num_frames is not None:
         logger.warning("num_frames %d is not 4k+1; using %d as the reference does", num_frames, rounded_frames)
     h, w = round_size(int(height), int(width))
     if (h, w) != (height, width):
@@ -179,25 +201,39 @@ def generate(
 
             enable_parallel(pipe, ctx, parallel_mode)
 
-    frames = pipe(
-        color.frames,
-        mask.frames,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        height=h,
-        width=w,
-        num_frames=rounded_frames,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        mask_erode=mask_erode,
-        output_type="np",
-    ).frames
+    call = dict(prompt=prompt, negative_prompt=negative_prompt, height=h, width=w,
+                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, mask_erode=mask_erode,
+                output_type="np")
+    color_frames, mask_frames = color.frames, mask.frames
+    if num_frames is not None and rounded_frames <= window:
+        # the reference's frame selection and padding, in the pipeline itself (one model call)
+        frames = pipe(color_frames, mask_frames, num_frames=rounded_frames, seed=seed, **call).frames
+    else:
+        if num_frames is not None:  # the reference's selection, then windows
+            idx = reference_frame_indices(len(color_frames), rounded_frames)
+            color_frames, mask_frames = color_frames[idx], mask_frames[idx]
+        store = None
+        if resume_key is None and model_dir is not None and adapter is not None and not given_pipe:
+            resume_key = stable_hash({"model": fingerprint(model_dir), "adapter": fingerprint(adapter),
+                                      "loras": [(fingerprint(p), s) for p, s in extra_loras], "dtype": str(torch_dtype),
+                                      "fp8": fp8, "speed": speed})
+        if resume_key is not None:
+            settings = {"resume_key": resume_key, "call": call, "seed": seed, "window": window,
+                        "overlap": window_overlap}
+            store = WindowStore(_window_folder(output_video),
+                                WindowStore.digest(color_frames, mask_frames, settings))
+
+        def run_window(c, m, n, window_seed):
+            return pipe(c, m, num_frames=n, seed=window_seed, **call).frames
+
+        frames = generate_windows(run_window, color_frames, mask_frames, seed=seed, window=window,
+                                  overlap=window_overlap, store=store)
     out = Path(output_video)
     if ctx is None or ctx.is_main:
-        out = save_video(output_video, frames, fps=fps)
+        out = save_video(output_video, frames, fps=color.fps if fps is None else fps)
         if npz is not None:
             save_npz_atomic(npz, frames=frames)
+        shutil.rmtree(_window_folder(output_video), ignore_errors=True)  # the windows are in the output now
     if ctx is not None:
         from ex4d.inpaint.parallel import shutdown_parallel
 
