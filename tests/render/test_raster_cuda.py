@@ -15,8 +15,8 @@ from ex4d.render.raster import RasterSettings, rasterize
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-def dw_mesh_scene(T: int = 4, H: int = 48, W: int = 64):
-    """A DW-Mesh (skirts, caps, occluders) of a slanted wall with a near box, and an orbit of T cameras."""
+def dw_mesh(T: int = 4, H: int = 48, W: int = 64):
+    """(mesh, w2c, K): a DW-Mesh (skirts, caps, occluders) of a slanted wall with a near box, an orbit of T cameras."""
     from ex4d.geometry.conventions import reference_intrinsics
     from ex4d.geometry.trajectory import make_trajectory
     from ex4d.mesh.build import build_dw_mesh
@@ -27,9 +27,13 @@ def dw_mesh_scene(T: int = 4, H: int = 48, W: int = 64):
     frames = torch.randint(0, 256, (T, H, W, 3), generator=g, dtype=torch.uint8)
     K = reference_intrinsics(H, W)
     mesh = build_dw_mesh(depth, frames, K)
-    w2c = make_trajectory("orbit:angle=60", T, 3.0).w2c_tensor()
-    return dict(vertices=mesh.vertices, faces=mesh.faces, attributes=mesh.colors, w2c=w2c, K=K, height=H, width=W,
-                face_mask=mesh.face_mask)
+    return mesh, make_trajectory("orbit:angle=60", T, 3.0).w2c_tensor(), K
+
+
+def dw_mesh_scene():
+    mesh, w2c, K = dw_mesh()
+    return dict(vertices=mesh.vertices, faces=mesh.faces, attributes=mesh.colors, w2c=w2c, K=K, height=mesh.height,
+                width=mesh.width, face_mask=mesh.face_mask)
 
 
 def random_scene(seed: int, B: int = 3, n_verts: int = 60, n_faces: int = 50):
@@ -81,4 +85,25 @@ def test_fused_uint8_output_equal_on_cuda_and_cpu(supersample):
         outs[device] = (color.cpu(), seen.cpu(), depth.cpu())
     assert 0.2 < float(outs["cpu"][1].float().mean()) < 1.0
     for a, b in zip(outs["cpu"], outs["cuda"]):
+        assert torch.equal(a, b)
+
+
+def test_dw_mesh_frames_rendered_on_cuda_equal_the_cpu_frames():
+    # render_dw_mesh_into: on the CPU the resolve pass writes the uint8 frames; on CUDA the float render is converted
+    # there (to_uint8) and copied to the host outputs; the frames must be the same
+    import dataclasses
+
+    from ex4d.render.dwmesh import RenderSettings, render_dw_mesh_into
+
+    mesh, w2c, K = dw_mesh()
+    B, H, W = mesh.vertices.shape[0], mesh.height, mesh.width
+    frames = {}
+    for device in ("cpu", "cuda"):
+        moved = dataclasses.replace(mesh, **{f.name: getattr(mesh, f.name).to(device) for f in dataclasses.fields(mesh)
+                                             if torch.is_tensor(getattr(mesh, f.name))})
+        out = (torch.empty(B, H, W, 3, dtype=torch.uint8), torch.empty(B, H, W, dtype=torch.bool), torch.empty(B, H, W))
+        render_dw_mesh_into(moved, w2c, K, RenderSettings(), *out)
+        frames[device] = out
+    assert 0.2 < float(frames["cpu"][1].float().mean()) < 1.0
+    for a, b in zip(frames["cpu"], frames["cuda"]):
         assert torch.equal(a, b)
