@@ -85,17 +85,22 @@ EMPTY_KEY = 2**63 - 1
                 "return (((long long)u.i) << 32) | (long long)(unsigned int)f;")
 def pack_key(z: float, f: int) -> wp.int64: ...
 
+
 @wp.func_native("union { float f; int i; } u;\nu.i = (int)(key >> 32);\nreturn u.f;")
 def key_depth(key: wp.int64) -> float: ...
+
 
 @wp.func_native("return (int)(key & 0xffffffffLL);")
 def key_face(key: wp.int64) -> int: ...
 
+
 @wp.func_native("return 0x7fffffffffffffffLL;")
 def empty_key() -> wp.int64: ...
 
+
 @wp.func_native("return key != 0x7fffffffffffffffLL;")
 def key_hit(key: wp.int64) -> bool: ...
+
 
 @wp.struct
 class Box:
@@ -107,6 +112,7 @@ class Box:
     x1: int
     y1: int
 
+
 @wp.func
 def edge_fn(pa: wp.vec2, pb: wp.vec2, ia: int, ib: int) -> float:
     # orient(pa, pb), computed from the lower vertex index: the edge's two faces get exact negatives
@@ -114,12 +120,14 @@ def edge_fn(pa: wp.vec2, pb: wp.vec2, ia: int, ib: int) -> float:
         return pa[0] * pb[1] - pa[1] * pb[0]
     return -(pb[0] * pa[1] - pb[1] * pa[0])
 
+
 @wp.func
 def edge_in(e: float, t: float, pa: wp.vec2, pb: wp.vec2) -> bool:
     # e >= t |pb - pa|; the length is only needed off the inner side (t <= 0 wherever z >= near > 0)
     if e >= 0.0 and t <= 0.0:
         return True
     return e >= t * wp.length(pb - pa)
+
 
 @wp.func
 def hit(v0: wp.vec3, v1: wp.vec3, v2: wp.vec3, i0: int, i1: int, i2: int, dx: float, dy: float,
@@ -146,6 +154,7 @@ def hit(v0: wp.vec3, v1: wp.vec3, v2: wp.vec3, i0: int, i1: int, i2: int, dx: fl
             ok = 1.0
     return wp.vec4(b1, b2, z, ok)
 
+
 @wp.func
 def sample_pos(k: int, fs: float, pow2: int) -> float:
     # continuous image coordinate of sample k, (k + 0.5) / s (a product when s is a power of two: same bits)
@@ -153,22 +162,27 @@ def sample_pos(k: int, fs: float, pow2: int) -> float:
         return (float(k) + 0.5) * (1.0 / fs)
     return (float(k) + 0.5) / fs
 
+
 @wp.func
 def ray_x(kinv: wp.mat33, x: float, y: float) -> float:
     return kinv[0, 0] * x + (kinv[0, 1] * y + kinv[0, 2])
 
+
 @wp.func
 def ray_y(kinv: wp.mat33, x: float, y: float) -> float:
     return kinv[1, 0] * x + (kinv[1, 1] * y + kinv[1, 2])
+
 
 @wp.func
 def proj(K: wp.mat33, q: wp.vec3) -> wp.vec2:
     h = K @ q
     return wp.vec2(h[0] / h[2], h[1] / h[2])
 
+
 @wp.func
 def grow(box: wp.vec4, q: wp.vec2) -> wp.vec4:
     return wp.vec4(wp.min(box[0], q[0]), wp.min(box[1], q[1]), wp.max(box[2], q[0]), wp.max(box[3], q[1]))
+
 
 @wp.func
 def clip_edge(box: wp.vec4, a: wp.vec3, b: wp.vec3, near: float, K: wp.mat33) -> wp.vec4:
@@ -179,6 +193,7 @@ def clip_edge(box: wp.vec4, a: wp.vec3, b: wp.vec3, near: float, K: wp.mat33) ->
     if (a[2] >= near and b[2] < near) or (a[2] < near and b[2] >= near):
         out = grow(out, proj(K, a + (b - a) * ((near - a[2]) / (b[2] - a[2]))))
     return out
+
 
 @wp.kernel(enable_backward=False)
 def vertex(verts: wp.array2d(dtype=wp.vec3), w2c: wp.array(dtype=wp.mat44d), Ks: wp.array(dtype=wp.mat33),
@@ -202,11 +217,13 @@ def vertex(verts: wp.array2d(dtype=wp.vec3), w2c: wp.array(dtype=wp.mat44d), Ks:
         q = proj(K, c)
         scr[b - kb, i] = wp.vec3(q[0] * fs - 0.5, q[1] * fs - 0.5, c[2])
 
+
 @wp.kernel(enable_backward=False)
 def clear(run: int, keys: wp.array3d(dtype=wp.int64)):
     sb, y, t = wp.tid()
     for x in range(t * run, wp.min(t * run + run, keys.shape[2])):
         keys[sb, y, x] = empty_key()
+
 
 @wp.func
 def setup(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), sb: int, i0: int, i1: int, i2: int,
@@ -274,10 +291,12 @@ def setup(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), sb: in
         r.ok = 1
     return r
 
+
 @wp.func
 def near_side(e: float, l2: float, p2: float) -> bool:
     # e = |edge| * (signed distance to the edge's line, inside positive) >= -pad |edge|; p2 = pad^2, l2 = |edge|^2
     return e >= 0.0 or e * e <= p2 * l2
+
 
 @wp.func
 def unit(n: wp.vec2) -> wp.vec2:
@@ -286,12 +305,14 @@ def unit(n: wp.vec2) -> wp.vec2:
         return n / ln
     return wp.vec2(0.0, 0.0)
 
+
 @wp.func
 def span_lo(lo: float, xa: float, ya: float, nx: float, rnx: float, ny: float, pad: float, y: float) -> float:
     # smallest x with nx (x - xa) + ny (y - ya) >= -pad (unit normal), for nx > 0; rnx = 1 / nx
     if nx > 0.0:
         return wp.max(lo, xa - (pad + ny * (y - ya)) * rnx)
     return lo
+
 
 @wp.func
 def span_hi(hi: float, xa: float, ya: float, nx: float, rnx: float, ny: float, pad: float, y: float) -> float:
@@ -302,6 +323,7 @@ def span_hi(hi: float, xa: float, ya: float, nx: float, rnx: float, ny: float, p
         if ny * (y - ya) < -pad:
             return -1.0
     return hi
+
 
 @wp.func
 def raster_tri(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), sb: int, f: int, i0: int,
@@ -387,6 +409,7 @@ def raster_tri(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), s
                 else:
                     wp.atomic_min(keys, sb, ky, kx, key)
 
+
 @wp.kernel(enable_backward=False)
 def raster(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=wp.int64),
            mask: wp.array2d(dtype=wp.bool), use_mask: int, Ks: wp.array(dtype=wp.mat33),
@@ -429,6 +452,7 @@ def raster(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), faces
         raster_tri(scr, cam, sb, f, i0, i1, i2, r, r.x0, r.y0, r.x1, r.y1, kinv, tol, near, far, fs, pow2,
                    keys, bary, store)
 
+
 @wp.kernel(enable_backward=False)
 def raster_big(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=wp.int64),
                Ks: wp.array(dtype=wp.mat33), kinvs: wp.array(dtype=wp.mat33), near: float, far: float, s: int,
@@ -457,6 +481,7 @@ def raster_big(scr: wp.array2d(dtype=wp.vec3), cam: wp.array2d(dtype=wp.vec3), f
     raster_tri(scr, cam, sb, f, i0, i1, i2, r, tx, ty, wp.min(tx + TILE - 1, r.x1),
                wp.min(ty + TILE - 1, r.y1), kinvs[b], tol, near, far, fs, int((s & (s - 1)) == 0), keys,
                bary, 0)
+
 
 @wp.kernel(enable_backward=False)
 def resolve(cam: wp.array2d(dtype=wp.vec3), faces: wp.array2d(dtype=wp.int64), attrs: wp.array3d(dtype=float),
