@@ -25,6 +25,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
 from ex4d.errors import InputError
+from ex4d.inpaint import adapter_io, lora
 from ex4d.inpaint.condition_encoder import CamVidEncoder, inject_condition_tokens
 from ex4d.inpaint.preprocess import check_size, encoder_mask_input, prepare_videos
 from ex4d.inpaint.prompts import (
@@ -110,8 +111,6 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ saving / loading
     def save_pretrained(self, save_directory, *args, **kwargs):
         """As diffusers', with the transformer saved without its LoRA and the LoRA in ``ex4d_lora/``."""
-        from ex4d.inpaint import loading, lora
-
         t = self.transformer
         state = lora.get_lora(t) if t is not None and lora.has_lora(t) else None
         alpha = lora.lora_alpha(t) if state else None
@@ -124,7 +123,7 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
                 lora.apply_lora(t, lora.lora_rank(state), alpha, target_modules=sorted(state))
                 lora.load_lora(t, state)
         if state:
-            loading.save_adapter(Path(save_directory) / LORA_SUBFOLDER, state, None, alpha=alpha)
+            adapter_io.save_adapter(Path(save_directory) / LORA_SUBFOLDER, state, None, alpha=alpha)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -132,28 +131,20 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
         pipe = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         lora_dir = Path(os.fspath(pretrained_model_name_or_path)) / LORA_SUBFOLDER
         if lora_dir.is_dir():
-            from ex4d.inpaint.loading import load_adapter
-
-            load_adapter(pipe, lora_dir)
+            adapter_io.load_adapter(pipe, lora_dir)
         return pipe
 
     def load_ex4d_adapter(self, path) -> None:
         """Apply ``ex4d.ckpt`` or our adapter folder/file (LoRA + condition encoder)."""
-        from ex4d.inpaint.loading import load_adapter
-
-        load_adapter(self, path)
+        adapter_io.load_adapter(self, path)
 
     def save_ex4d_adapter(self, path) -> Path:
         """Write LoRA + condition encoder in our format (``adapter_config.json`` + ``adapter_model.safetensors``)."""
-        from ex4d.inpaint.loading import save_pipeline_adapter
-
-        return save_pipeline_adapter(self, path)
+        return adapter_io.save_pipeline_adapter(self, path)
 
     def export_ex4d_ckpt(self, path) -> Path:
         """Write LoRA + condition encoder as the reference's flat ``ex4d.ckpt``."""
-        from ex4d.inpaint.loading import export_ex4d_ckpt
-
-        return export_ex4d_ckpt(self, path)
+        return adapter_io.export_ex4d_ckpt(self, path)
 
     # ------------------------------------------------------------------ properties
     @property
