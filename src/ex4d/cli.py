@@ -378,10 +378,14 @@ def _path_args(args) -> list[tuple[str, Path]]:
     return found
 
 
+def _flag_of(args, name: str) -> str | None:
+    """The flag of this command that sets the Python argument ``name`` (the one place names become flags)."""
+    return _FLAG_OF.get(name) or ("--" + name.replace("_", "-") if hasattr(args, name) else None)
+
+
 def _flag_for_input_error(args, exc: InputError) -> str | None:
     if exc.argument is not None:
-        dest = exc.argument
-        return _FLAG_OF.get(dest) or ("--" + dest.replace("_", "-") if hasattr(args, dest) else None)
+        return _flag_of(args, exc.argument)
     # Unattributed: the argument whose path the message starts with (readers put the path first),
     # else one whose value the message quotes (e.g. "unknown preset 'spin'").
     message = exc.message
@@ -451,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.func(args)
         except InputError as exc:
-            return fail(exc.message, _flag_for_input_error(args, exc), 2)
+            return fail(exc.render(functools.partial(_flag_of, args)), _flag_for_input_error(args, exc), 2)
         except OSError as exc:  # unwritable output folder, full disk, ...
             return fail(_os_error_text(exc), _flag_for_os_error(args, exc), 1)
         except KeyboardInterrupt:

@@ -165,7 +165,12 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         raise InputError("at least one camera path is needed")
     if fill == "ex4d" and pipe is None:
         check_generation_options(generate_options or {}, device)
-    video = load_video(input_video, num_frames=num_frames, height=height, width=width)
+    if depth is not None:  # the working size and checks of ex4d recon: a depth file recon takes, run takes
+        from ex4d.io.source import load_source
+
+        video = load_source(input_video, depth, num_frames=num_frames, height=height, width=width).video
+    else:
+        video = load_video(input_video, num_frames=num_frames, height=height, width=width)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)  # after the video loads: a bad input leaves no empty folder
     result, timings = RunResult(output_dir=out), {}

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ex4d import __version__
 from ex4d.errors import InputError
 from ex4d.io.atomic import atomic_path
+from ex4d.utils.sorting import natural_key
 
 __all__ = ["Clip", "ClipOutcome", "MASK_KINDS", "PairSettings", "PrepareResult", "TRACKERS", "TRACK_HOLES",
            "build_pairs", "find_clips", "make_pair", "parse_mask_kinds", "parse_trajectories", "process_clip"]
@@ -200,8 +201,8 @@ def parse_mask_kinds(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def find_clips(videos: str | os.PathLike) -> list[Clip]:
-    """The clips of a folder: video files and image folders (not hidden), by name; ``<stem>.npz`` beside one is
-    its depth.
+    """The clips of a folder: video files and image folders (not hidden), in natural name order (``2.mp4`` before
+    ``10.mp4``); ``<stem>.npz`` beside one is its depth.
 
     Raises:
         InputError: missing folder, no clips, or two clips with the same stem (``a.mp4`` and ``a.mov``).
@@ -210,7 +211,7 @@ def find_clips(videos: str | os.PathLike) -> list[Clip]:
     if not folder.is_dir():
         raise InputError(f"{folder}: --videos must be a folder of clips")
     clips: dict[str, Clip] = {}
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
         if path.name.startswith(".") or not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
             continue
         name = path.stem if path.is_file() else path.name
