@@ -133,8 +133,9 @@ def add_depth_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "depth", help="estimate per-frame depth (and intrinsics) of a video -> D.npz for ex4d recon --depth",
         description="Depth maps of the frames ex4d recon uses (the first --num-frames frames at the reference's "
-                    "size), written as D.npz: 'depth' (T,H,W) float32 z-depth and 'intrinsics' (T,3,3). Model "
-                    "backends need the diffusion extra: pip install 'ex4d[diffusion]'.")
+                    "size; with --backend file, at the file's size), written as D.npz: 'depth' (T,H,W) float32 "
+                    "z-depth and 'intrinsics' (T,3,3). Model backends need the diffusion extra: "
+                    "pip install 'ex4d[diffusion]'.")
     p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
     p.add_argument("--output", required=True, help="destination .npz")
     p.add_argument("--num-frames", type=non_negative_int, default=49,
@@ -157,8 +158,25 @@ def run_depth(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input_video}: input video not found")
     if Path(args.output).suffix.lower() != ".npz":
         raise InputError(f"{args.output}: --output must be a .npz file")
-    backend_options_from_args(args)  # option errors before the (slow) video decoding
-    video = load_video(args.input_video, num_frames=args.num_frames or None, height=args.height, width=args.width)
+    options = backend_options_from_args(args)  # option errors before the (slow) video decoding
+    height, width = args.height, args.width
+    if args.depth_backend == "file" and height is None and width is None:
+        # The working-size policy of recon and run: depth maps of the video's aspect ratio set the size.
+        from ex4d.errors import about
+        from ex4d.io.depth_file import read_depth_file
+        from ex4d.io.source import working_size
+        from ex4d.io.video import probe_video
+
+        with about("depth_file"):
+            maps = read_depth_file(options["path"]).maps
+        with about("input_video"):
+            info = probe_video(args.input_video)
+        try:
+            height, width = working_size((info["height"], info["width"]), maps.shape[1:])
+        except InputError as exc:
+            exc.argument = "depth_file"  # the policy speaks of recon's depth; here the file is --depth-file
+            raise
+    video = load_video(args.input_video, num_frames=args.num_frames or None, height=height, width=width)
     result = depth_from_args(args, video)
     print(save_depth_npz(args.output, result))
     return 0

@@ -111,7 +111,7 @@ class FileDepthBackend:
         with in_file(self.path):
             maps = check_frames(self.maps, T)
             h, w = maps.shape[1:]
-            check_aspect((h, w), (H, W), "the frames")
+            check_aspect((h, w), (H, W), "the frames are")
         x = torch.from_numpy(np.asarray(maps, np.float64))
         if not torch.isfinite(x).all():
             raise InputError(f"{self.path}: depth contains NaN or inf values")

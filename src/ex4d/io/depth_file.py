@@ -173,7 +173,7 @@ def check_intrinsics(K, num_frames: int, what: str = "intrinsics") -> np.ndarray
     return K.astype(np.float32)
 
 
-def check_aspect(depth_size: tuple[int, int], frame_size: tuple[int, int], frames: str = "the video") -> None:
+def check_aspect(depth_size: tuple[int, int], frame_size: tuple[int, int], frames: str = "the video is") -> None:
     """The one aspect-ratio rule: depth maps (H, W) fit frames (H0, W0) when W/H is within 2 % of W0/H0.
 
     Raises:
@@ -181,7 +181,7 @@ def check_aspect(depth_size: tuple[int, int], frame_size: tuple[int, int], frame
     """
     (hd, wd), (h0, w0) = depth_size, frame_size
     if abs(w0 / h0 - wd / hd) > ASPECT_TOLERANCE * (w0 / h0):
-        raise InputError(f"depth maps are {hd}×{wd} (H×W) but {frames} is {h0}×{w0}: aspect ratios differ")
+        raise InputError(f"depth maps are {hd}×{wd} (H×W) but {frames} {h0}×{w0}: aspect ratios differ")
 
 
 @contextmanager
