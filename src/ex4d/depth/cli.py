@@ -139,7 +139,7 @@ def add_depth_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
     p.add_argument("--output", required=True, help="destination .npz")
     p.add_argument("--num-frames", type=non_negative_int, default=49,
-                   help="frames taken from the start (0 = all; default 49)")
+                   help="at most this many frames from the start, a shorter clip whole (0 = all; default 49)")
     p.add_argument("--height", type=positive_int, help="working height (default: the reference's size rule)")
     p.add_argument("--width", type=positive_int, help="working width (default: the reference's size rule)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")

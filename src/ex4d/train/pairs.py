@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ex4d import __version__
-from ex4d.errors import InputError
+from ex4d.errors import InputError, option
 from ex4d.io.atomic import atomic_path
 from ex4d.utils.sorting import natural_key
 
@@ -289,6 +289,10 @@ def make_pair(clip: Clip, settings: PairSettings) -> tuple[dict, dict]:
     hole_frame_u = rng.uniform()
 
     video = load_video(clip.video, num_frames=settings.num_frames, height=settings.height, width=settings.width)
+    if settings.num_frames and video.num_frames < settings.num_frames:
+        # Unlike recon and run, training wants whole-length pairs: a short clip would be padded with repeated frames.
+        raise InputError(f"{clip.video}: has {video.num_frames} frames, fewer than the "
+                         f"{option('num_frames', settings.num_frames)} of a training pair")
     frames = video.frames
     T, H, W = frames.shape[:3]
     mask = np.ones((T, H, W), bool)
