@@ -518,7 +518,7 @@ CASES: list[Case] = [
     Case("depth-missing", "depth", lambda d: (recon_argv(good_video(d), d / "nope.npz", d / "out"), d / "out"),
          2, "--depth", "error: depth file not found"),
     Case("depth-text-file", "depth", _recon_with_depth_file(_depth_text), 2, "--depth",
-         "error: cannot read depth file: expected an .npz archive"),
+         "error: cannot read depth file (not an .npy/.npz file ...)"),
     Case("depth-npy-not-npz", "depth", _recon_with_depth_file(_depth_npy), 0, None,
          "success: a .npy of (T, H, W) z-depth is a depth file as for ex4d depth --backend file"),
     Case("depth-truncated", "depth", _recon_with_depth_file(_depth_truncated), 2, "--depth",
@@ -657,7 +657,7 @@ CASES: list[Case] = [
     Case("depth-cmd-nan-depth-file", "depth", lambda d: _depth_cmd(d, good_video(d), good_depth(
         d, depth=_depth_with(np.nan))), 2, "--depth-file", "error: depth contains NaN or inf values"),
     Case("depth-cmd-pickled-depth-file", "depth", lambda d: _depth_cmd(d, good_video(d), _depth_pickled(d)), 2,
-         "--depth-file", "error: cannot read (... allow_pickle=False)"),
+         "--depth-file", "error: cannot read depth file (... allow_pickle=False)"),
     Case("depth-cmd-output-not-npz", "output", lambda d: _depth_cmd(d, good_video(d), good_depth(d), "d.txt"), 2,
          "--output", "error: --output must be a .npz file"),
     Case("eval-truncated-pred", "video", lambda d: _eval_cmd(d, _truncated_mp4(d), good_video(d, "ref.mp4")), 2,
