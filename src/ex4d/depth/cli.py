@@ -172,7 +172,8 @@ def run_depth(args: argparse.Namespace) -> int:
         with about("input_video"):
             info = probe_video(args.input_video)
         try:
-            height, width = working_size((info["height"], info["width"]), maps.shape[1:])
+            height, width = working_size((info["height"], info["width"]), maps.shape[1:],
+                                         depth_path=options["path"])
         except InputError as exc:
             exc.argument = "depth_file"  # the policy speaks of recon's depth; here the file is --depth-file
             raise

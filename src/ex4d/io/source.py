@@ -26,7 +26,7 @@ from ex4d.io.video import Video, load_video, probe_video, reference_size
 __all__ = ["Source", "working_size", "check_output_size", "load_source", "match_video"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Source:
     """A clip ready for the DW-Mesh.
 
@@ -53,8 +53,10 @@ def check_output_size(height: int, width: int) -> None:
 
 
 def working_size(video_size: tuple[int, int], depth_size: tuple[int, int] | None = None,
-                 height: int | None = None, width: int | None = None) -> tuple[int, int]:
-    """The working (H, W) of a video of ``video_size`` (H0, W0) with depth maps of ``depth_size`` (or no depth).
+                 height: int | None = None, width: int | None = None,
+                 depth_path: str | os.PathLike | None = None) -> tuple[int, int]:
+    """The working (H, W) of a video of ``video_size`` (H0, W0) with depth maps of ``depth_size`` (or no depth);
+    ``depth_path`` (the depth file, if any) is named in the errors about the maps.
 
     Raises:
         InputError: only one of height/width, a size other than the depth maps', aspect ratios that differ
@@ -65,7 +67,7 @@ def working_size(video_size: tuple[int, int], depth_size: tuple[int, int] | None
     if depth_size is None:
         return (height, width) if height is not None else reference_size(*video_size)
     depth_size = (int(depth_size[0]), int(depth_size[1]))
-    with about("depth"):
+    with about("depth"), _in_file(depth_path):
         if height is not None and (height, width) != depth_size:
             raise InputError(f"depth maps are {depth_size[0]}×{depth_size[1]} but {option('height')}/"
                              f"{option('width')} ask for {height}×{width}")
@@ -104,8 +106,7 @@ def load_source(input_video: str | os.PathLike, depth: str | os.PathLike | Depth
     maps, K, path = _read_depth(depth)
     with about("input_video"):
         info = probe_video(input_video)
-    with _in_file(path):
-        size = working_size((info["height"], info["width"]), maps.shape[1:], height, width)
+    size = working_size((info["height"], info["width"]), maps.shape[1:], height, width, path)
     with about("input_video"):
         video = load_video(input_video, num_frames=num_frames, height=size[0], width=size[1])
     return _matched(video, maps, K, path, intrinsics)
@@ -126,7 +127,7 @@ def match_video(video: Video, depth: str | os.PathLike | DepthFile | np.ndarray,
     return _matched(video, maps, K, path, intrinsics)
 
 
-def _in_file(path: Path | None):
+def _in_file(path: str | os.PathLike | None):
     return in_file(path) if path is not None else nullcontext()
 
 
