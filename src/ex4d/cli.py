@@ -79,10 +79,11 @@ def _run_recon(args) -> int:
     if args.depth_backend is not None:
         # Depth is estimated once and saved beside the outputs, so later runs can pass it with --depth.
         from ex4d.depth.api import save_depth_npz
-        from ex4d.io.video import load_video
+        from ex4d.io.source import load_working_video
 
-        video = load_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
-                           width=args.width)
+        file = args.depth_file if args.depth_backend == "file" else None  # its maps set the size, as with --depth
+        video = load_working_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
+                                   width=args.width, depth_file=file)
         estimate = depth_from_args(args, video)
         depth, intrinsics = estimate.depth, estimate.intrinsics
         print(save_depth_npz(Path(args.output_dir) / "depth.npz", estimate))

@@ -154,7 +154,8 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
     Raises:
         InputError: bad input or options.
     """
-    from ex4d.io.video import load_video, save_video
+    from ex4d.io.source import load_source, load_working_video
+    from ex4d.io.video import save_video
     from ex4d.reconstruction import output_name, recon, write_recon_outputs
 
     if fill not in FILLS:
@@ -165,12 +166,12 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         raise InputError("at least one camera path is needed")
     if fill == "ex4d" and pipe is None:
         check_generation_options(generate_options or {}, device)
-    if depth is not None:  # the working size and checks of ex4d recon: a depth file recon takes, run takes
-        from ex4d.io.source import load_source
-
+    # The working size and checks of ex4d recon (ex4d.io.source): a --depth file, or the file backend's, sets the size.
+    if depth is not None:
         video = load_source(input_video, depth, num_frames=num_frames, height=height, width=width).video
     else:
-        video = load_video(input_video, num_frames=num_frames, height=height, width=width)
+        file = (depth_options or {}).get("path") if depth_backend == "file" else None
+        video = load_working_video(input_video, num_frames=num_frames, height=height, width=width, depth_file=file)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)  # after the video loads: a bad input leaves no empty folder
     result, timings = RunResult(output_dir=out), {}

@@ -236,3 +236,42 @@ def test_one_natural_order_for_every_folder(tmp_path):
     assert [int(m[0, 0]) for m in read_depth_file(tmp_path / "dep").maps] == order
     assert [item.input_video.stem for item in read_manifest(tmp_path / "vids", tmp_path / "out")] == expected
     assert [clip.name for clip in find_clips(tmp_path / "vids")] == expected
+
+
+def test_file_backend_sizes_frames_as_a_depth_file_does(tmp_path, capsys):
+    """32×48 frames: the reference's rule would make them 64×64 (another aspect ratio). A depth file sets the size
+    alike through --depth and through the file backend (ex4d depth, recon --depth-backend file, run)."""
+    import json
+
+    from ex4d.cli import main
+    from ex4d.run import run
+
+    frames, depth = _scene(num_frames=3, height=32, width=48)
+    video, depth_path = tmp_path / "clip.mp4", tmp_path / "d.npz"
+    save_video(video, frames, fps=12)
+    np.savez(depth_path, depth=depth)
+    common = ["--input-video", str(video), "--device", "cpu", "--quiet"]
+    assert main(["recon", *common, "--depth", str(depth_path), "--output-dir", str(tmp_path / "a")]) == 0
+    assert main(["recon", *common, "--depth-backend", "file", "--depth-file", str(depth_path),
+                 "--output-dir", str(tmp_path / "b")]) == 0
+    assert main(["depth", *common, "--backend", "file", "--depth-file", str(depth_path),
+                 "--output", str(tmp_path / "D.npz")]) == 0
+    capsys.readouterr()
+    for out in ("a", "b"):
+        with np.load(tmp_path / out / "camera_180.npz") as cams:
+            assert cams["intrinsics"].shape == (3, 3)
+        assert load_shape(tmp_path / out / "color_180.mp4") == (3, 32, 48)
+    for estimated in (tmp_path / "b" / "depth.npz", tmp_path / "D.npz"):
+        with np.load(estimated) as data:
+            np.testing.assert_array_equal(data["depth"], depth)
+    run(video, tmp_path / "c", cams=["30"], depth_backend="file", depth_options={"path": depth_path}, fill="none",
+        device="cpu", progress=False)
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["size"] == [32, 48]
+
+
+def load_shape(path) -> tuple[int, int, int]:
+    """(T, H, W) of a written video, as stored."""
+    from ex4d.io.video import probe_video
+
+    info = probe_video(path)
+    return info["frames"], info["height"], info["width"]

@@ -152,32 +152,16 @@ def add_depth_parser(subparsers) -> argparse.ArgumentParser:
 def run_depth(args: argparse.Namespace) -> int:
     """``ex4d depth``: load the frames, estimate, write the npz and print its path. Bad input: InputError."""
     from ex4d.depth.api import save_depth_npz
-    from ex4d.io.video import load_video
+    from ex4d.io.source import load_working_video
 
     if not Path(args.input_video).exists():
         raise InputError(f"{args.input_video}: input video not found")
     if Path(args.output).suffix.lower() != ".npz":
         raise InputError(f"{args.output}: --output must be a .npz file")
     options = backend_options_from_args(args)  # option errors before the (slow) video decoding
-    height, width = args.height, args.width
-    if args.depth_backend == "file" and height is None and width is None:
-        # The working-size policy of recon and run: depth maps of the video's aspect ratio set the size.
-        from ex4d.errors import about
-        from ex4d.io.depth_file import read_depth_file
-        from ex4d.io.source import working_size
-        from ex4d.io.video import probe_video
-
-        with about("depth_file"):
-            maps = read_depth_file(options["path"]).maps
-        with about("input_video"):
-            info = probe_video(args.input_video)
-        try:
-            height, width = working_size((info["height"], info["width"]), maps.shape[1:],
-                                         depth_path=options["path"])
-        except InputError as exc:
-            exc.argument = "depth_file"  # the policy speaks of recon's depth; here the file is --depth-file
-            raise
-    video = load_video(args.input_video, num_frames=args.num_frames or None, height=height, width=width)
+    # The working-size policy of recon and run: with --backend file, the file's maps set the size.
+    video = load_working_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
+                               width=args.width, depth_file=options.get("path"))
     result = depth_from_args(args, video)
     print(save_depth_npz(args.output, result))
     return 0

@@ -20,10 +20,10 @@ import numpy as np
 from ex4d.errors import InputError, about, option
 from ex4d.geometry.conventions import reference_intrinsics
 from ex4d.io.depth_file import (DepthFile, check_aspect, check_depth, check_depth_maps, check_intrinsics,
-                                in_file, load_depth_file)
+                                in_file, load_depth_file, read_depth_file)
 from ex4d.io.video import Video, load_video, probe_video, reference_size
 
-__all__ = ["Source", "working_size", "check_output_size", "load_source", "match_video"]
+__all__ = ["Source", "working_size", "check_output_size", "load_source", "match_video", "load_working_video"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,10 @@ def check_output_size(height: int, width: int) -> None:
 
 def working_size(video_size: tuple[int, int], depth_size: tuple[int, int] | None = None,
                  height: int | None = None, width: int | None = None,
-                 depth_path: str | os.PathLike | None = None) -> tuple[int, int]:
+                 depth_path: str | os.PathLike | None = None, argument: str = "depth") -> tuple[int, int]:
     """The working (H, W) of a video of ``video_size`` (H0, W0) with depth maps of ``depth_size`` (or no depth);
-    ``depth_path`` (the depth file, if any) is named in the errors about the maps.
+    ``depth_path`` (the depth file, if any) is named in the errors about the maps, which are attributed to
+    ``argument``.
 
     Raises:
         InputError: only one of height/width, a size other than the depth maps', aspect ratios that differ
@@ -67,13 +68,36 @@ def working_size(video_size: tuple[int, int], depth_size: tuple[int, int] | None
     if depth_size is None:
         return (height, width) if height is not None else reference_size(*video_size)
     depth_size = (int(depth_size[0]), int(depth_size[1]))
-    with about("depth"), _in_file(depth_path):
+    with about(argument), _in_file(depth_path):
         if height is not None and (height, width) != depth_size:
             raise InputError(f"depth maps are {depth_size[0]}×{depth_size[1]} but {option('height')}/"
                              f"{option('width')} ask for {height}×{width}")
         check_aspect(depth_size, video_size)
         check_output_size(*depth_size)
     return depth_size
+
+
+def load_working_video(input_video: str | os.PathLike, num_frames: int | None = 49, height: int | None = None,
+                       width: int | None = None, depth_file: str | os.PathLike | None = None) -> Video:
+    """The clip's frames at the working size, for a depth stage that has no z-depth yet.
+
+    With ``depth_file`` (the ``file`` depth backend's input) and no ``height``/``width``, the file's maps set the
+    size, as :func:`load_source` does for a z-depth file; else ``height``/``width`` or the reference's rule (the
+    backend then resizes the file's maps).
+
+    Raises:
+        InputError: bad video or size options (as :func:`~ex4d.io.video.load_video`), or attributed to
+            ``depth_file``.
+    """
+    if depth_file is not None and height is None and width is None:
+        with about("depth_file"):
+            maps = read_depth_file(depth_file).maps
+        with about("input_video"):
+            info = probe_video(input_video)
+        height, width = working_size((info["height"], info["width"]), maps.shape[1:], depth_path=depth_file,
+                                     argument="depth_file")
+    # Not attributed to input_video: a lone --height is no fault of the video (a file's errors name its path).
+    return load_video(input_video, num_frames=num_frames, height=height, width=width)
 
 
 def _read_depth(depth) -> tuple[np.ndarray, np.ndarray | None, Path | None]:
