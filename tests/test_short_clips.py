@@ -107,3 +107,15 @@ def test_frame_count_errors_name_the_flag(short_clip, tmp_path, capsys):
     line = _error(["depth", "--input-video", str(folder), "--output", str(tmp_path / "D.npz"), "--backend", "file",
                    "--depth-file", str(tmp_path / "five.npz"), "--height", "64"], capsys)
     assert line == "ex4d depth: error: give both --height and --width, or neither"
+
+
+def test_prepare_refuses_a_short_clip_naming_the_flag(tmp_path, capsys):
+    # Training pairs are whole-length (a short clip would be padded with repeated frames): refused, per clip.
+    frames, depth = _scene()
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    save_video(clips / "short.mp4", frames, fps=12)
+    np.savez(clips / "short.npz", depth=depth)
+    assert main(["prepare", "--videos", str(clips), "--output-dir", str(tmp_path / "data"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "ex4d prepare: short: " in err and "has 9 frames, fewer than the --num-frames 49 of a training pair" in err

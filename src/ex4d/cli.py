@@ -17,7 +17,7 @@ from ex4d.eval.cli import add_eval_parser
 from ex4d.train.prepare_cli import add_prepare_parser
 from ex4d.train.train_cli import add_train_parser
 from ex4d.ui.cli import add_ui_parser
-from ex4d.utils.argtypes import positive_int
+from ex4d.utils.argtypes import flag_of, positive_int
 
 
 def _add_recon(sub) -> None:
@@ -358,8 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Python argument names (InputError.argument) whose flag is not simply --name-with-dashes.
-_FLAG_OF = {"model_dir": "--wan-dir", "adapter": "--ex4d-ckpt", "intrinsics": "--depth"}
 _OUTPUT_DESTS = ("output_dir", "output_video", "output", "json")
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
@@ -379,14 +377,9 @@ def _path_args(args) -> list[tuple[str, Path]]:
     return found
 
 
-def _flag_of(args, name: str) -> str | None:
-    """The flag of this command that sets the Python argument ``name`` (the one place names become flags)."""
-    return _FLAG_OF.get(name) or ("--" + name.replace("_", "-") if hasattr(args, name) else None)
-
-
 def _flag_for_input_error(args, exc: InputError) -> str | None:
     if exc.argument is not None:
-        return _flag_of(args, exc.argument)
+        return flag_of(args, exc.argument)
     # Unattributed: the argument whose path the message starts with (readers put the path first),
     # else one whose value the message quotes (e.g. "unknown preset 'spin'").
     message = exc.message
@@ -456,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.func(args)
         except InputError as exc:
-            return fail(exc.render(functools.partial(_flag_of, args)), _flag_for_input_error(args, exc), 2)
+            return fail(exc.render(functools.partial(flag_of, args)), _flag_for_input_error(args, exc), 2)
         except OSError as exc:  # unwritable output folder, full disk, ...
             return fail(_os_error_text(exc), _flag_for_os_error(args, exc), 1)
         except KeyboardInterrupt:

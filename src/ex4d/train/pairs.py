@@ -132,6 +132,8 @@ class ClipOutcome:
     status: str
     message: str = ""
     seconds: float = 0.0
+    error: InputError | None = field(default=None, repr=False, compare=False)
+    """The bad-input error of a failed clip, for a CLI to render with its flags (``InputError.render``)."""
 
 
 @dataclass
@@ -409,8 +411,9 @@ def process_clip(clip: Clip, output_dir: str | os.PathLike, settings: PairSettin
             os.replace(tmp, final)
     except Exception as exc:  # a bad clip must not stop the others
         shutil.rmtree(tmp, ignore_errors=True)
-        message = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-        return ClipOutcome(clip.name, "failed", " ".join(message.split()), time.perf_counter() - start)
+        error = exc if isinstance(exc, InputError) else None
+        message = exc.message if error else f"{type(exc).__name__}: {exc}"
+        return ClipOutcome(clip.name, "failed", " ".join(message.split()), time.perf_counter() - start, error)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
