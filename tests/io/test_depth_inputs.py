@@ -64,7 +64,8 @@ def _with(value, at=(1, 2, 3)):
     return depth
 
 
-# name -> (writer of the file into a folder, accepted); the web app takes the single files (a folder is no upload)
+# name -> (writer of the file into a folder, True or what the refusal says); the web app takes the single files
+# (a folder is no upload)
 CASES = {
     "npz": (_npz(depth=GOOD), True),
     "npz (T, 1, H, W)": (_npz(depth=GOOD[:, None]), True),
@@ -77,26 +78,35 @@ CASES = {
     "half size, same aspect": (_npz(depth=GOOD[:, ::2, ::2]), True),
     "16-bit png folder": (_frames_folder("png"), True),
     "exr folder": (_frames_folder("exr"), True),
-    "NaN depth": (_npz(depth=_with(np.nan)), False),
-    "inf depth": (_npz(depth=_with(np.inf)), False),
-    "zero depth": (_npz(depth=_with(0.0)), False),
-    "negative depth": (_npz(depth=_with(-1.0)), False),
-    "float64 beyond float32": (_npz(depth=np.where(np.arange(W) == 3, 1e300, GOOD.astype(np.float64))), False),
-    "too few maps": (_npz(depth=GOOD[:2]), False),
-    "2-D": (_npz(depth=GOOD[0]), False),
-    "(T, 2, H, W)": (_npz(depth=np.stack([GOOD, GOOD], 1)), False),
-    "bool": (_npz(depth=GOOD > 0), False),
-    "complex": (_npz(depth=GOOD.astype(np.complex64)), False),
-    "1×1 maps": (_npz(depth=np.ones((T, 1, 1), np.float32)), False),
-    "odd size": (_npz(depth=np.full((T, 47, 95), 5.0, np.float32)), False),
-    "other aspect ratio": (_npz(depth=np.full((T, 48, 48), 5.0, np.float32)), False),
-    "intrinsics (2, 2)": (_npz(depth=GOOD, intrinsics=np.eye(2)), False),
-    "intrinsics, negative focal": (_npz(depth=GOOD, intrinsics=-K), False),
-    "intrinsics, NaN": (_npz(depth=GOOD, intrinsics=np.full((3, 3), np.nan)), False),
-    "intrinsics, fewer than frames": (_npz(depth=GOOD, intrinsics=np.stack([K] * (T - 1))), False),
-    "disparity array": (_npz(disparity=GOOD), False),
-    "two unnamed arrays": (_npz(a=GOOD, b=GOOD), False),
-    "not numpy data": (_text("1 2 3"), False),
+    "NaN depth": (_npz(depth=_with(np.nan)), "expected finite z-depth, found 1 NaN or inf values"),
+    "inf depth": (_npz(depth=_with(np.inf)), "expected finite z-depth, found 1 NaN or inf values"),
+    "zero depth": (_npz(depth=_with(0.0)), "expected positive z-depth, found 1 values ≤ 0"),
+    "negative depth": (_npz(depth=_with(-1.0)), "expected positive z-depth, found 1 values ≤ 0"),
+    "float64 beyond float32": (_npz(depth=np.where(np.arange(W) == 3, 1e300, GOOD.astype(np.float64))),
+                               "expected finite z-depth, found 144 NaN or inf values"),
+    "too few maps": (_npz(depth=GOOD[:2]), "depth has 2 maps but 3 video frames are used; pass num_frames=2"),
+    "2-D": (_npz(depth=GOOD[0]), "expected a (T, H, W) numeric depth array, found shape (48, 96)"),
+    "(T, 2, H, W)": (_npz(depth=np.stack([GOOD, GOOD], 1)),
+                     "expected a (T, H, W) numeric depth array, found shape (3, 2, 48, 96)"),
+    "bool": (_npz(depth=GOOD > 0), "expected a (T, H, W) numeric depth array, found shape (3, 48, 96) bool"),
+    "complex": (_npz(depth=GOOD.astype(np.complex64)),
+                "expected a (T, H, W) numeric depth array, found shape (3, 48, 96) complex64"),
+    "1×1 maps": (_npz(depth=np.ones((T, 1, 1), np.float32)), "expected depth maps of at least 2×2, found 1×1"),
+    "odd size": (_npz(depth=np.full((T, 47, 95), 5.0, np.float32)),
+                 "expected even height and width for the H.264 outputs, found depth maps of 47×95"),
+    "other aspect ratio": (_npz(depth=np.full((T, 48, 48), 5.0, np.float32)),
+                           "depth maps are 48×48 (H×W) but the video is 48×96: aspect ratios differ"),
+    "intrinsics (2, 2)": (_npz(depth=GOOD, intrinsics=np.eye(2)),
+                          "intrinsics must be (3, 3) or (3, 3, 3), got (2, 2)"),
+    "intrinsics, negative focal": (_npz(depth=GOOD, intrinsics=-K),
+                                   "intrinsics must be finite with positive focal lengths"),
+    "intrinsics, NaN": (_npz(depth=GOOD, intrinsics=np.full((3, 3), np.nan)),
+                        "intrinsics must be finite with positive focal lengths"),
+    "intrinsics, fewer than frames": (_npz(depth=GOOD, intrinsics=np.stack([K] * (T - 1))),
+                                      "intrinsics must be (3, 3) or (3, 3, 3), got (2, 3, 3)"),
+    "disparity array": (_npz(disparity=GOOD), "holds a 'disparity' array, not z-depth"),
+    "two unnamed arrays": (_npz(a=GOOD, b=GOOD), "expected an array 'depth' (found: a, b)"),
+    "not numpy data": (_text("1 2 3"), "cannot read depth file (not an .npy/.npz file"),
 }
 
 
@@ -142,12 +152,14 @@ def _ui(video, depth, root):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_recon_run_and_app_accept_and_refuse_the_same_depth_files(name, video, tmp_path):
-    write, accepted = CASES[name]
+    write, expected = CASES[name]
+    accepted = expected is True
     (tmp_path / "in").mkdir()
     depth = write(tmp_path / "in")
     recon_said = _outcome(_recon(video, depth), depth)
     run_said = _outcome(_run(video, depth, tmp_path / "run"), depth)
     assert (recon_said == "ok") == accepted, recon_said
+    assert accepted or recon_said.startswith(f"{depth.name}: {expected}"), recon_said
     assert run_said == recon_said
     if depth.is_file():  # the app takes single-file uploads
         assert _outcome(_ui(video, depth, tmp_path / "ui"), depth) == recon_said
