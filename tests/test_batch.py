@@ -110,7 +110,7 @@ def test_batch_goes_past_failures_and_reports_them(tiny_inputs, tmp_path, capsys
     assert status["good"]["status"] == "ok" and Path(status["good"]["files"]["30"]["output"]).is_file()
     assert load_video(out / "good" / "output_30.mp4", num_frames=None).num_frames == 9
     assert "missing.mp4" in status["missing"]["error"]
-    assert "5 frames" in status["short"]["error"]
+    assert "depth has 5 maps" in status["short"]["error"]
     assert "bad.json" in status["badcam"]["error"]
     assert "empty input_video" in status["empty"]["error"]
     assert not (out / "missing").exists()  # a video that cannot be read leaves no empty folder

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ex4d.errors import InputError
 from ex4d.io.atomic import atomic_path
+from ex4d.utils.sorting import natural_key
 
 #: CSV columns; only ``input_video`` is required.
 COLUMNS = ("input_video", "cam", "depth", "output_dir")
@@ -76,10 +77,6 @@ class BatchResult:
         return 1 if self.summary["failed"] else 0
 
 
-def _natural_key(name: str) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
 def _resolve_cam(cam: str, base: Path) -> str:
     # Trajectory files are paths (relative to the manifest); presets such as "orbit:angle=60" are not.
     from ex4d.io.trajectory_file import TRAJECTORY_SUFFIXES
@@ -111,7 +108,7 @@ def read_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike,
     path, out = Path(manifest), Path(output_dir)
     if path.is_dir():
         videos = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                         and not p.name.startswith(".")), key=lambda p: _natural_key(p.name))
+                         and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
         rows = [{"input_video": str(v)} for v in videos]
         base = path
     elif path.is_file():

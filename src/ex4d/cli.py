@@ -18,7 +18,7 @@ from ex4d.generation_cli import add_generation_args, generation_options_from_arg
 from ex4d.train.prepare_cli import add_prepare_parser
 from ex4d.train.train_cli import add_train_parser
 from ex4d.ui.cli import add_ui_parser
-from ex4d.utils.argtypes import non_negative_int, positive_int
+from ex4d.utils.argtypes import flag_of, non_negative_int, positive_int
 
 
 def _add_recon(sub) -> None:
@@ -80,10 +80,11 @@ def _run_recon(args) -> int:
     if args.depth_backend is not None:
         # Depth is estimated once and saved beside the outputs, so later runs can pass it with --depth.
         from ex4d.depth.api import save_depth_npz
-        from ex4d.io.video import load_video
+        from ex4d.io.source import load_working_video
 
-        video = load_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
-                           width=args.width)
+        file = args.depth_file if args.depth_backend == "file" else None  # its maps set the size, as with --depth
+        video = load_working_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
+                                   width=args.width, depth_file=file)
         estimate = depth_from_args(args, video)
         depth, intrinsics = estimate.depth, estimate.intrinsics
         print(save_depth_npz(Path(args.output_dir) / "depth.npz", estimate))
@@ -293,8 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Python argument names (InputError.argument) whose flag is not simply --name-with-dashes.
-_FLAG_OF = {"model_dir": "--wan-dir", "adapter": "--ex4d-ckpt", "intrinsics": "--depth"}
 _OUTPUT_DESTS = ("output_dir", "output_video", "output", "json")
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
@@ -316,8 +315,7 @@ def _path_args(args) -> list[tuple[str, Path]]:
 
 def _flag_for_input_error(args, exc: InputError) -> str | None:
     if exc.argument is not None:
-        dest = exc.argument
-        return _FLAG_OF.get(dest) or ("--" + dest.replace("_", "-") if hasattr(args, dest) else None)
+        return flag_of(args, exc.argument)
     # Unattributed: the argument whose path the message starts with (readers put the path first),
     # else one whose value the message quotes (e.g. "unknown preset 'spin'").
     message = exc.message
@@ -387,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return args.func(args)
         except InputError as exc:
-            return fail(exc.message, _flag_for_input_error(args, exc), 2)
+            return fail(exc.render(functools.partial(flag_of, args)), _flag_for_input_error(args, exc), 2)
         except OSError as exc:  # unwritable output folder, full disk, ...
             return fail(_os_error_text(exc), _flag_for_os_error(args, exc), 1)
         except KeyboardInterrupt:

@@ -7,10 +7,24 @@ traceback only with ``--debug``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["InputError", "InputWarning", "about", "load_failure"]
+__all__ = ["InputError", "InputWarning", "about", "load_failure", "option"]
+
+# Marks an option named inside a message (see option()); a control character never found in paths or text.
+_MARK = "\x1f"
+_OPTION = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_]*)(?:=([^{_MARK}]*))?{_MARK}")
+
+
+def option(name: str, value: object = None) -> str:
+    """An option of the caller named inside an :class:`InputError` message, e.g. ``option("num_frames", 0)``.
+
+    Why: the library knows its parameters (``num_frames``), a CLI user knows flags (``--num-frames``). The message
+    keeps the name; ``str(exc)`` reads ``num_frames=0`` and the CLI renders ``--num-frames 0`` (``InputError.render``).
+    """
+    return f"{_MARK}{name}{'' if value is None else '=' + str(value)}{_MARK}"
 
 
 class InputError(ValueError):
@@ -27,7 +41,22 @@ class InputError(ValueError):
 
     @property
     def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
+        """The message with options as Python names (``num_frames=0``)."""
+        return self.render(lambda name: None)
+
+    def render(self, flag_of) -> str:
+        """The message with each :func:`option` as ``flag_of(name)`` (e.g. ``--num-frames 0``); where that gives
+        None, as the Python name (``num_frames=0``)."""
+        text = str(self.args[0]) if self.args else ""
+
+        def one(match: re.Match) -> str:
+            name, value = match.group(1), match.group(2)
+            flag = flag_of(name)
+            if flag is None:
+                return name if value is None else f"{name}={value}"
+            return flag if value is None else f"{flag} {value}"
+
+        return _OPTION.sub(one, text)
 
     def __str__(self) -> str:
         return f"{self.argument}: {self.message}" if self.argument else self.message

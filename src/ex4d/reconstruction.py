@@ -14,12 +14,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ex4d.errors import InputError, about, load_failure
-from ex4d.geometry.conventions import reference_intrinsics, w2c_to_reference
+from ex4d.errors import InputError, about
+from ex4d.geometry.conventions import w2c_to_reference
 from ex4d.geometry.trajectory import Trajectory, make_trajectory, reference_radius
 from ex4d.io.atomic import save_npz_atomic
 from ex4d.io.trajectory_file import TRAJECTORY_SUFFIXES, load_trajectory
-from ex4d.io.video import Video, load_video, probe_video, save_video
+# load_depth_file, check_depth and check_intrinsics are re-exported: older callers import them from here.
+from ex4d.io.depth_file import check_depth, check_intrinsics, load_depth_file  # noqa: F401
+from ex4d.io.source import check_output_size, load_source, match_video
+from ex4d.io.video import Video, save_video
 from ex4d.mesh.build import MeshBatch, MeshSettings, build_dw_mesh
 from ex4d.render.dwmesh import RenderSettings, render_dw_mesh_into
 from ex4d.utils.device import resolve_device
@@ -52,93 +55,6 @@ class ReconResult:
     mesh0: MeshBatch | None = field(default=None, repr=False)
 
 
-def load_depth_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read ``D.npz``: key ``depth`` (T, H, W) z-depth, optional ``intrinsics`` (3, 3) or (T, 3, 3).
-
-    Raises:
-        InputError: missing/unreadable file or missing ``depth`` key.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: depth file not found")
-    try:
-        data = np.load(path, allow_pickle=False)  # allow_pickle=False: a data file never runs code
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise InputError(f"{path}: expected an .npz archive with a 'depth' array, found a single .npy array "
-                             "(save it with np.savez(path, depth=...))")
-        with data:
-            if "depth" not in data.files:
-                raise InputError(f"{path}: no 'depth' array (found: {', '.join(data.files) or 'nothing'})")
-            depth = np.asarray(data["depth"])
-            intrinsics = np.asarray(data["intrinsics"]) if "intrinsics" in data.files else None
-    except InputError:
-        raise
-    except Exception as exc:  # numpy raises many types for a file that is not an npz
-        raise InputError(f"{path}: cannot read depth file: expected an .npz archive with a 'depth' array "
-                         f"({load_failure(exc)})") from None
-    return depth, intrinsics
-
-
-def check_depth(depth: np.ndarray, num_frames: int) -> np.ndarray:
-    """Validate a (T, H, W) z-depth array; returns it as float32.
-
-    Raises:
-        InputError: wrong rank or frame count, non-finite or non-positive values.
-    """
-    depth = np.asarray(depth)
-    if depth.ndim == 4 and depth.shape[1] == 1:  # (T, 1, H, W), as the reference stores it
-        depth = depth[:, 0]
-    if depth.ndim != 3 or not np.issubdtype(depth.dtype, np.number) or np.iscomplexobj(depth):
-        raise InputError(f"expected a (T, H, W) numeric depth array, found shape {depth.shape} {depth.dtype}")
-    if depth.shape[0] != num_frames:
-        raise InputError(
-            f"depth has {depth.shape[0]} frames but {num_frames} video frames were used; "
-            f"pass --num-frames {depth.shape[0]} or depth with {num_frames} frames"
-        )
-    if depth.shape[1] < 2 or depth.shape[2] < 2:
-        raise InputError(f"expected depth maps of at least 2×2, found {depth.shape[1]}×{depth.shape[2]}")
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported below
-        depth = depth.astype(np.float32)
-    finite = np.isfinite(depth)
-    if not finite.all():
-        t = int(np.argwhere(~finite)[0, 0])
-        raise InputError(f"expected finite z-depth, found {int((~finite).sum())} NaN or inf values "
-                         f"(depth contains NaN or inf values, first in frame {t})")
-    if (depth <= 0).any():
-        raise InputError(f"expected positive z-depth, found {int((depth <= 0).sum())} values ≤ 0 "
-                         f"(depth must be positive z-depth; minimum is {depth.min():g})")
-    return depth
-
-
-def check_intrinsics(K, num_frames: int, what: str = "intrinsics") -> np.ndarray:
-    """Validate (3, 3) or (T, 3, 3) intrinsics; returns (T, 3, 3) float32."""
-    try:
-        K = np.asarray(K, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"expected {what} as a (3, 3) or ({num_frames}, 3, 3) numeric array, "
-                         f"found {type(K).__name__}") from None
-    if K.shape == (3, 3):
-        K = np.repeat(K[None], num_frames, 0)
-    if K.shape != (num_frames, 3, 3):
-        raise InputError(f"{what} must be (3, 3) or ({num_frames}, 3, 3), got {K.shape}")
-    if not np.isfinite(K).all() or (K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any():
-        raise InputError(f"{what} must be finite with positive focal lengths")
-    return K.astype(np.float32)
-
-
-def _working_size(video_size: tuple[int, int], depth_size: tuple[int, int], height, width) -> tuple[int, int]:
-    if height is not None or width is not None:
-        if (height, width) != depth_size:
-            raise InputError(f"depth maps are {depth_size[0]}×{depth_size[1]} but --height/--width ask for "
-                             f"{height}×{width}")
-        return depth_size
-    # Without an explicit size the depth maps set the working size, if their aspect ratio is the video's.
-    (h0, w0), (hd, wd) = video_size, depth_size
-    if abs(w0 / h0 - wd / hd) > 0.02 * (w0 / h0):
-        raise InputError(f"depth maps are {hd}×{wd} (H×W) but the video is {h0}×{w0}: aspect ratios differ")
-    return depth_size
-
-
 def _trajectory(cam: str | Trajectory, num_frames: int, radius: float) -> Trajectory:
     if isinstance(cam, Trajectory):
         if len(cam) != num_frames:
@@ -158,12 +74,14 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
 
     Args:
         input_video: path to a video/image folder, or an already loaded :class:`Video`.
-        depth: ``D.npz`` path or a (T, H, W) z-depth array (frame t's camera = the source camera).
+        depth: a depth file or folder in any format of :mod:`ex4d.io.depth_file` (``D.npz``, ``.npy``, PNG/EXR
+            frames) or a (T, H, W) z-depth array (frame t's camera = the source camera).
         cam: preset (``"30"``, ``"180"``, ``"orbit:angle=120"``, ...), trajectory file, or a Trajectory.
-        num_frames: frames taken from the start of the video (``None`` = all).
+        num_frames: at most this many frames from the start of the video (a shorter clip is taken whole;
+            ``None`` = all); the depth must hold at least as many maps (extra ones are ignored).
         intrinsics: (3, 3) or (T, 3, 3) source intrinsics; default: the depth file's, else the reference's
             f = 500 px with the principal point at the image centre.
-        height, width: working size; default: the depth maps' size.
+        height, width: working size; default: the depth maps' size (see :mod:`ex4d.io.source`).
         mesh_settings, render_settings: stage options (defaults = the reference DW-Mesh).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         batch_size: frames meshed and rendered together (memory vs. speed).
@@ -176,29 +94,14 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
     Raises:
         InputError: any unusable input (see the messages).
     """
-    depth_intrinsics = None
-    # Each check names the argument its input came from (the CLI shows it as the flag: --depth, --cam, ...).
-    with about("depth"):
-        if isinstance(depth, (str, Path)):
-            depth, depth_intrinsics = load_depth_file(depth)
-        depth_arr = np.asarray(depth)
-        if depth_arr.ndim not in (3, 4):
-            raise InputError(f"expected a (T, H, W) depth array, found shape {depth_arr.shape}")
+    # One reader and one policy for every command (ex4d.io.source); each check names the argument its input
+    # came from (the CLI shows it as the flag: --depth, --num-frames, ...).
     if isinstance(input_video, Video):
-        video = input_video
+        source = match_video(input_video, depth, intrinsics)
     else:
-        video = _load_matching(input_video, num_frames, depth_arr.shape[-2:], height, width)
-    T = video.frames.shape[0]
-    with about("depth"):
-        depth_arr = check_depth(depth_arr, T)
-        if video.frames.shape[1:3] != depth_arr.shape[1:]:
-            raise InputError(f"video frames are {video.frames.shape[1]}×{video.frames.shape[2]} but depth maps are "
-                             f"{depth_arr.shape[1]}×{depth_arr.shape[2]}")
-    H, W = depth_arr.shape[1:]
-    with about("depth" if intrinsics is None else "intrinsics"):
-        if intrinsics is None:
-            intrinsics = depth_intrinsics if depth_intrinsics is not None else reference_intrinsics(H, W).numpy()
-        source_K = check_intrinsics(intrinsics, T)
+        source = load_source(input_video, depth, num_frames, height, width, intrinsics)
+    video, depth_arr, source_K = source.video, source.depth, source.K
+    T, (H, W) = video.num_frames, depth_arr.shape[1:]
 
     with about("cam"):
         trajectory = _trajectory(cam, T, reference_radius(depth_arr[0], mesh_settings.border_depth))
@@ -225,25 +128,6 @@ def recon(input_video: str | Path | Video, depth: str | Path | np.ndarray, cam: 
     return ReconResult(color, mask, depth_out, trajectory, target_K, source_K, video.fps, video, mesh0)
 
 
-def _check_output_size(height: int, width: int) -> None:
-    # The working size is the depth maps'; the output videos (H.264 yuv420p) need it even and at least 2×2.
-    if height < 2 or width < 2:
-        raise InputError(f"expected depth maps of at least 2×2, found {height}×{width}")
-    if height % 2 or width % 2:
-        raise InputError(f"expected even height and width for the H.264 outputs, found depth maps of "
-                         f"{height}×{width}; crop or resize the depth maps by one pixel")
-
-
-def _load_matching(path, num_frames, depth_size, height, width) -> Video:
-    with about("input_video"):
-        info = probe_video(path)
-    with about("depth"):
-        size = _working_size((info["height"], info["width"]), tuple(int(s) for s in depth_size), height, width)
-        _check_output_size(*size)
-    with about("input_video"):
-        return load_video(path, num_frames=num_frames, height=size[0], width=size[1])
-
-
 def _first_frame(mesh: MeshBatch) -> MeshBatch:
     return MeshBatch(mesh.vertices[:1], mesh.colors[:1], mesh.faces, mesh.face_valid[:1],
                      None if mesh.face_mask is None else mesh.face_mask[:1], mesh.height, mesh.width)
@@ -265,7 +149,7 @@ def write_recon_outputs(result: ReconResult, output_dir: str | Path, name: str, 
     from ex4d.mesh.export import export_mesh
 
     with about("depth"):
-        _check_output_size(*result.color.shape[1:3])  # before anything is written
+        check_output_size(*result.color.shape[1:3])  # before anything is written
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     K = result.K[0] if np.allclose(result.K, result.K[:1]) else result.K

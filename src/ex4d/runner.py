@@ -175,7 +175,7 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
     Raises:
         InputError: bad input or options.
     """
-    from ex4d.io.video import load_video
+    from ex4d.io.source import load_source, load_working_video
 
     if fill not in FILLS:
         raise InputError(f"unknown fill '{fill}'; choose {', '.join(FILLS)}")
@@ -186,7 +186,12 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
     options = as_generation_options(generate_options) if fill == "ex4d" else None
     if fill == "ex4d" and pipe is None:
         check_generation_options(options.model, device)
-    video = load_video(input_video, num_frames=num_frames, height=height, width=width)
+    # The working size and checks of ex4d recon (ex4d.io.source): a --depth file, or the file backend's, sets the size.
+    if depth is not None:
+        video = load_source(input_video, depth, num_frames=num_frames, height=height, width=width).video
+    else:
+        file = (depth_options or {}).get("path") if depth_backend == "file" else None
+        video = load_working_video(input_video, num_frames=num_frames, height=height, width=width, depth_file=file)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)  # after the video loads: a bad input leaves no empty folder
     ctx = RunContext(out, StageRunner(out, __version__), Path(input_video), video, device, progress, save_arrays)

@@ -74,7 +74,7 @@ def test_clear_cli_errors(tmp_path, video):
         _run(["--input-video", str(video), "--output", str(tmp_path / "D.npy"), "--backend", "file",
               "--depth-file", "x.npy"])
     np.save(tmp_path / "short.npy", np.ones((2, 64, 64), np.float32))
-    with pytest.raises(InputError, match="2 depth maps but 4 video frames"):
+    with pytest.raises(InputError, match="depth has 2 maps but 4 video frames"):
         _run([*base, "--backend", "file", "--depth-file", str(tmp_path / "short.npy")])
     with pytest.raises(InputError, match="not both"):
         _run([*base, "--backend", "file", "--depth-file", str(tmp_path / "short.npy"), "--focal", "500",

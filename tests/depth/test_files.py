@@ -80,8 +80,8 @@ def test_resize_keeps_intrinsics_consistent(tmp_path):
 
 
 def test_clear_errors(tmp_path):
-    np.save(tmp_path / "d.npy", _depth(T=4))
-    with pytest.raises(InputError, match="4 depth maps but 3 video frames.*--num-frames 4"):
+    np.save(tmp_path / "d.npy", _depth(T=2))
+    with pytest.raises(InputError, match="depth has 2 maps but 3 video frames are used; pass num_frames=2"):
         estimate_depth(_frames(), "file", path=tmp_path / "d.npy")
     np.save(tmp_path / "flat.npy", np.ones((3, 12), np.float32))
     with pytest.raises(InputError, match=r"\(T, H, W\)"):
@@ -92,7 +92,7 @@ def test_clear_errors(tmp_path):
     zero = _depth()
     zero[1, 2, 3] = 0
     np.save(tmp_path / "zero.npy", zero)
-    with pytest.raises(InputError, match="1 depth values are ≤ 0"):
+    with pytest.raises(InputError, match="zero.npy: expected positive z-depth, found 1 values ≤ 0"):
         estimate_depth(_frames(), "file", path=tmp_path / "zero.npy")
     with pytest.raises(InputError, match="not found"):
         FileDepthBackend(tmp_path / "missing.npz")
@@ -107,6 +107,26 @@ def test_clear_errors(tmp_path):
         FileDepthBackend(tmp_path / "empty")
     with pytest.raises(InputError, match="units"):
         FileDepthBackend(tmp_path / "d.npy", units="metres")
+
+
+def test_longer_depth_gives_its_first_maps(tmp_path):
+    # As frames are taken from the start of a clip, a depth file for more frames gives its first maps.
+    depth = _depth(T=5)
+    np.savez(tmp_path / "d.npz", depth=depth, intrinsics=np.tile(np.diag([20.0, 20.0, 1.0]), (5, 1, 1)))
+    r = estimate_depth(_frames(), "file", path=tmp_path / "d.npz")
+    np.testing.assert_array_equal(r.depth, depth[:3])
+    assert r.intrinsics.shape == (3, 3, 3)
+
+
+def test_disparity_array_defaults_to_disparity_units(tmp_path):
+    # An npz array named 'disparity' is an inverse depth unless --depth-units says otherwise.
+    disparity = _depth()
+    np.savez(tmp_path / "d.npz", disparity=disparity)
+    r = estimate_depth(_frames(), "file", path=tmp_path / "d.npz")
+    np.testing.assert_allclose(r.depth, disparity_to_depth(disparity), rtol=1e-6)
+    assert r.kind == "relative"
+    r = estimate_depth(_frames(), "file", path=tmp_path / "d.npz", units="depth")
+    np.testing.assert_array_equal(r.depth, disparity)
 
 
 def test_saved_npz_is_what_recon_reads(tmp_path):

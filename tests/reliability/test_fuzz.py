@@ -282,12 +282,12 @@ def test_depth_file_reader(tmp_path_factory, depth, key, intrinsics, num_frames,
         path.write_bytes(garbage)
     else:
         np.savez(path, **{key: depth}, **({} if intrinsics is None else {"intrinsics": intrinsics}))
-    try:  # the `file` depth backend's reader (ex4d depth / --depth-file) takes any single array
+    try:  # the one depth reader (ex4d.io.depth_file) as the `file` backend uses it: any single array
         maps, _ = load_depth_array(path)
         assert maps.ndim == 3 and np.issubdtype(maps.dtype, np.number) and not np.iscomplexobj(maps)
     except InputError:
         pass
-    try:  # recon's reader (--depth) and its validation
+    try:  # the same reader for z-depth (recon --depth, run, the app) and its validation
         loaded, K = load_depth_file(path)
         checked = check_depth(loaded, num_frames)
     except InputError:

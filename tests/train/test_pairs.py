@@ -213,11 +213,14 @@ def test_bad_clip_is_reported_and_the_others_finish(clips, tmp_path):
     (videos / "broken.mp4").write_bytes(b"\x00not a video" * 50)
     np.savez(videos / "short.npz", depth=np.ones((4, H, W), np.float32))  # depth for 4 frames, clip has 16
     (videos / "short.mp4").write_bytes((clips / "alpha.mp4").read_bytes())
+    # A clip shorter than a pair: recon and run take it whole, training refuses to pad it.
+    save_video(videos / "brief.mp4", load_video(clips / "alpha.mp4", num_frames=5, height=H, width=W).frames)
     out = tmp_path / "data"
     result = build_pairs(videos, out, PairSettings(**SMALL, mask_kinds=(("render", 1.0),)), progress=False)
     assert result.names("done") == ["alpha", "beta"]
-    assert set(result.failed) == {"broken", "short"}
-    assert "broken.mp4" in result.failed["broken"] and "4 depth maps" in result.failed["short"]
+    assert set(result.failed) == {"brief", "broken", "short"}
+    assert "broken.mp4" in result.failed["broken"] and "depth has 4 maps" in result.failed["short"]
+    assert "has 5 frames, fewer than the num_frames=16 of a training pair" in result.failed["brief"]
     assert sorted(p.name for p in out.iterdir()) == ["alpha", "beta", "index.jsonl"]
     assert [json.loads(x)["clip"] for x in (out / "index.jsonl").read_text().splitlines()] == ["alpha", "beta"]
 

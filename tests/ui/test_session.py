@@ -87,7 +87,7 @@ def test_uploads_are_size_and_type_checked(ws, clip_inputs):
     with pytest.raises(InputError, match="no video uploaded"):
         ws.add_video(None)
     one_frame_short = upload(ws, "short.npz", depth=clip_inputs[3][:4])
-    with pytest.raises(InputError, match="4 depth maps but 9 video frames"):
+    with pytest.raises(InputError, match="short.npz: depth has 4 maps but 9 video frames"):
         ws.add_video(clip_inputs[0], one_frame_short)
 
 

@@ -133,12 +133,13 @@ def add_depth_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "depth", help="estimate per-frame depth (and intrinsics) of a video -> D.npz for ex4d recon --depth",
         description="Depth maps of the frames ex4d recon uses (the first --num-frames frames at the reference's "
-                    "size), written as D.npz: 'depth' (T,H,W) float32 z-depth and 'intrinsics' (T,3,3). Model "
-                    "backends need the diffusion extra: pip install 'ex4d[diffusion]'.")
+                    "size; with --backend file, at the file's size), written as D.npz: 'depth' (T,H,W) float32 "
+                    "z-depth and 'intrinsics' (T,3,3). Model backends need the diffusion extra: "
+                    "pip install 'ex4d[diffusion]'.")
     p.add_argument("--input-video", required=True, help="mp4/mov/webm/mkv/gif file or a folder of images")
     p.add_argument("--output", required=True, help="destination .npz")
     p.add_argument("--num-frames", type=non_negative_int, default=49,
-                   help="frames taken from the start (0 = all; default 49)")
+                   help="at most this many frames from the start, a shorter clip whole (0 = all; default 49)")
     p.add_argument("--height", type=positive_int, help="working height (default: the reference's size rule)")
     p.add_argument("--width", type=positive_int, help="working width (default: the reference's size rule)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -151,14 +152,16 @@ def add_depth_parser(subparsers) -> argparse.ArgumentParser:
 def run_depth(args: argparse.Namespace) -> int:
     """``ex4d depth``: load the frames, estimate, write the npz and print its path. Bad input: InputError."""
     from ex4d.depth.api import save_depth_npz
-    from ex4d.io.video import load_video
+    from ex4d.io.source import load_working_video
 
     if not Path(args.input_video).exists():
         raise InputError(f"{args.input_video}: input video not found")
     if Path(args.output).suffix.lower() != ".npz":
         raise InputError(f"{args.output}: --output must be a .npz file")
-    backend_options_from_args(args)  # option errors before the (slow) video decoding
-    video = load_video(args.input_video, num_frames=args.num_frames or None, height=args.height, width=args.width)
+    options = backend_options_from_args(args)  # option errors before the (slow) video decoding
+    # The working-size policy of recon and run: with --backend file, the file's maps set the size.
+    video = load_working_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
+                               width=args.width, depth_file=options.get("path"))
     result = depth_from_args(args, video)
     print(save_depth_npz(args.output, result))
     return 0

@@ -1,23 +1,19 @@
 """The ``file`` backend: depth the user brings, and writers for the same formats.
 
-Accepted inputs:
-
-* ``.npz`` — array ``depth`` (or ``disparity``, or the archive's only array), (T, H, W) or (T, 1, H, W); optional
-  ``intrinsics`` (3, 3) or (T, 3, 3) in pixels of those maps;
-* ``.npy`` — (T, H, W) or (T, 1, H, W);
-* a folder of per-frame images in natural name order (``2.png`` before ``10.png``): 16-bit (or 8-bit) grey PNG,
-  or OpenEXR (single channel, or the first of RGB), read with PyAV.
+Files are read and checked by :mod:`ex4d.io.depth_file` (the reader every command shares): ``.npz`` (``depth``,
+``disparity`` or the only array; optional ``intrinsics``), ``.npy``, or a folder of 16-bit grey PNG / OpenEXR frames
+in natural name order.
 
 Values are multiplied by ``scale`` (e.g. 0.001 for PNGs in millimetres). ``units="depth"``: z-depth; non-positive
 values (a PNG's 0 = no measurement) are an error. ``units="disparity"``: a relative inverse depth, turned into depth
-by the reference's conversion (spec §2.3; ``scale`` then does not matter). Maps of another size than the frames
-are resized bilinearly when the aspect ratios agree (their intrinsics are scaled with them).
+by the reference's conversion (spec §2.3; ``scale`` then does not matter); default: disparity for an npz array named
+``disparity``, else depth. Maps of another size than the frames are resized bilinearly when the aspect ratios agree
+(their intrinsics are scaled with them); extra maps beyond the frames used are ignored.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,105 +24,24 @@ import torch.nn.functional as F
 from ex4d.depth.base import DepthResult
 from ex4d.depth.convert import disparity_to_depth
 from ex4d.depth.intrinsics import resize_intrinsics
-from ex4d.errors import InputError, load_failure
+from ex4d.errors import InputError
 from ex4d.io.atomic import atomic_path
+from ex4d.io.depth_file import (FRAME_FORMATS, in_file, check_aspect, check_frames, check_intrinsics, check_z_depth,
+                                read_depth_file)
 
 __all__ = ["FileDepthBackend", "UNITS", "FRAME_FORMATS", "load_depth_array", "save_depth_frames", "resize_maps"]
 
 UNITS = ("depth", "disparity")
-#: Per-frame image formats of a depth folder, by suffix.
-FRAME_FORMATS = {".png": "png", ".exr": "exr"}
-
-
-def _natural_key(name: str) -> tuple:
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", name.lower())))
-
-
-def _read_frame(path: Path) -> np.ndarray:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            frame = next(container.decode(video=0))
-            name = frame.format.name
-            if name.startswith(("gray16", "ya16", "rgb48", "rgba64")):
-                arr = frame.to_ndarray(format="gray16le") if not name.startswith("gray16") else frame.to_ndarray()
-                if name.startswith(("rgb48", "rgba64")):  # a colour 16-bit PNG: take the first channel
-                    arr = frame.to_ndarray(format="rgb48le")[..., 0]
-            elif "f32" in name or "f16" in name:
-                arr = frame.to_ndarray()
-                if arr.ndim == 3:  # gbrp(a)f32: first channel (R; depth EXRs store it in R or in all three)
-                    arr = arr[..., 0]
-            else:
-                arr = frame.to_ndarray(format="gray")
-    except InputError:
-        raise
-    except Exception as exc:  # av raises many types for unreadable images
-        raise InputError(f"{path}: cannot read depth image ({type(exc).__name__}: {exc})") from None
-    return np.asarray(arr).astype(np.float32 if arr.dtype != np.uint16 else np.float64)
-
-
-def _load_folder(folder: Path) -> np.ndarray:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_FORMATS
-             and not p.name.startswith(".")]
-    if not files:
-        raise InputError(f"{folder}: holds no depth frames ({'/'.join(s[1:] for s in FRAME_FORMATS)})")
-    suffixes = {p.suffix.lower() for p in files}
-    if len(suffixes) > 1:
-        raise InputError(f"{folder}: mixes depth frame formats ({', '.join(sorted(suffixes))})")
-    files.sort(key=lambda p: _natural_key(p.name))
-    maps = [_read_frame(p) for p in files]
-    for p, m in zip(files, maps):
-        if m.shape != maps[0].shape:
-            raise InputError(f"{folder}: depth frames differ in size ({files[0].name} is {maps[0].shape}, "
-                             f"{p.name} is {m.shape})")
-    return np.stack(maps)
 
 
 def load_depth_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """(maps (T, H, W) float, intrinsics or None) from an npz/npy file or a folder of PNG/EXR frames.
+    """(maps (T, H, W), intrinsics or None) of any accepted depth file or folder (:func:`read_depth_file`).
 
     Raises:
         InputError: missing or unreadable path, no suitable array, wrong rank.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: depth file or folder not found")
-    K = None
-    if path.is_dir():
-        maps = _load_folder(path)
-    elif path.suffix.lower() in (".npz", ".npy"):
-        try:
-            data = np.load(path, allow_pickle=False)  # allow_pickle=False: a data file never runs code
-            if isinstance(data, np.ndarray):
-                maps = data
-            else:
-                with data:
-                    names = data.files
-                    key = next((k for k in ("depth", "disparity") if k in names), None)
-                    if key is None:
-                        arrays = [k for k in names if k != "intrinsics"]
-                        if len(arrays) != 1:
-                            raise InputError(f"{path}: expected an array 'depth' (found: "
-                                             f"{', '.join(names) or 'nothing'})")
-                        key = arrays[0]
-                    # Arrays are read inside the try: a pickled (object) or truncated member fails only here.
-                    maps = data[key]
-                    K = data["intrinsics"] if "intrinsics" in names else None
-        except InputError:
-            raise
-        except Exception as exc:  # numpy raises many types for a file that is not a clean npz/npy
-            raise InputError(f"{path}: cannot read ({load_failure(exc)})") from None
-    elif path.suffix.lower() in FRAME_FORMATS:
-        maps = _read_frame(path)[None]
-    else:
-        raise InputError(f"{path}: unknown depth format; use .npz, .npy or a folder of 16-bit .png / .exr frames")
-    maps = np.asarray(maps)
-    if maps.ndim == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or not np.issubdtype(maps.dtype, np.number) or np.iscomplexobj(maps):
-        raise InputError(f"{path}: depth must be a (T, H, W) numeric array, got shape {maps.shape} {maps.dtype}")
-    return maps, None if K is None else np.asarray(K, np.float32)
+    depth = read_depth_file(path)
+    return depth.maps, None if depth.intrinsics is None else np.asarray(depth.intrinsics)
 
 
 def resize_maps(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -173,32 +88,19 @@ def save_depth_frames(folder: str | os.PathLike, depth: np.ndarray, fmt: str = "
     return paths
 
 
-def _check_K(K: np.ndarray, num_frames: int, path: Path) -> np.ndarray:
-    try:
-        K = np.asarray(K, np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: expected intrinsics as a numeric (3, 3) array, found {np.asarray(K).dtype}") from None
-    if K.shape == (3, 3):
-        K = np.repeat(K[None], num_frames, 0)
-    if K.shape != (num_frames, 3, 3):
-        raise InputError(f"{path}: intrinsics must be (3, 3) or ({num_frames}, 3, 3), got {K.shape}")
-    if not np.isfinite(K).all() or (K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any():
-        raise InputError(f"{path}: intrinsics must be finite with positive focal lengths")
-    return K.astype(np.float32)
-
-
 class FileDepthBackend:
     """Depth read from the user's file or folder (module docstring)."""
 
     name = "file"
 
-    def __init__(self, path: str | os.PathLike, units: str = "depth", scale: float = 1.0):
-        if units not in UNITS:
-            raise InputError(f"depth units must be one of {', '.join(UNITS)}, got {units!r}")
+    def __init__(self, path: str | os.PathLike, units: str | None = None, scale: float = 1.0):
+        if units is not None and units not in UNITS:
+            raise InputError(f"must be one of {', '.join(UNITS)}, got {units!r}", argument="units")
         if not np.isfinite(scale) or scale <= 0:
-            raise InputError(f"depth scale must be positive, got {scale}")
-        self.path, self.units, self.scale = Path(path), units, float(scale)
-        self.maps, self.file_K = load_depth_array(self.path)
+            raise InputError(f"must be positive, got {scale}", argument="scale")
+        read = read_depth_file(path)
+        self.path, self.units, self.scale = read.path, units or read.units, float(scale)
+        self.maps, self.file_K = read.maps, read.intrinsics
 
     @property
     def estimates_intrinsics(self) -> bool:
@@ -206,25 +108,17 @@ class FileDepthBackend:
 
     def estimate(self, frames: np.ndarray, focal_px: float | None = None, progress: bool = True) -> DepthResult:
         T, H, W = frames.shape[:3]
-        maps = self.maps
-        if maps.shape[0] != T:
-            raise InputError(f"{self.path}: has {maps.shape[0]} depth maps but {T} video frames are used; "
-                             f"pass --num-frames {maps.shape[0]} or depth with {T} frames")
-        h, w = maps.shape[1:]
-        if h < 2 or w < 2:
-            raise InputError(f"{self.path}: depth maps must be at least 2×2, got {h}×{w}")
-        if abs(W / H - w / h) > 0.02 * (W / H):
-            raise InputError(f"{self.path}: depth maps are {h}×{w} (H×W) but the frames are {H}×{W}: "
-                             f"aspect ratios differ")
+        with in_file(self.path):
+            maps = check_frames(self.maps, T)
+            h, w = maps.shape[1:]
+            check_aspect((h, w), (H, W), "the frames are")
         x = torch.from_numpy(np.asarray(maps, np.float64))
         if not torch.isfinite(x).all():
             raise InputError(f"{self.path}: depth contains NaN or inf values")
         if self.units == "depth":
             x = x * self.scale
-            bad = int((x <= 0).sum())
-            if bad:
-                raise InputError(f"{self.path}: {bad} depth values are ≤ 0 (missing measurements?); depth must be "
-                                 f"positive z-depth (use --depth-units disparity for inverse depth)")
+            with in_file(self.path):
+                check_z_depth(x.numpy())  # the shared z-depth check, after the scale
             depth = resize_maps(x, H, W).float()
             kind = "given"
         else:
@@ -232,7 +126,8 @@ class FileDepthBackend:
             kind = "relative"
         K = None
         if self.file_K is not None:
-            K = resize_intrinsics(_check_K(self.file_K, T, self.path), (h, w), (H, W))
+            with in_file(self.path):
+                K = resize_intrinsics(check_intrinsics(self.file_K, T), (h, w), (H, W))
         return DepthResult(depth.numpy(), K, kind=kind, backend=self.name,
                            info={"source": str(self.path), "units": self.units, "scale": self.scale,
                                  "source_size": [h, w]})

@@ -1,9 +1,10 @@
 """Reading and writing videos (PyAV), with the reference's frame-count and size policy.
 
 Frames at this boundary are ``(T, H, W, 3) uint8`` RGB (see :mod:`ex4d.geometry.conventions`).
-Input problems (missing file, undecodable data, too few frames, bad size options) raise
-:class:`ex4d.errors.InputError` with a one-line message naming the path; misuse of :func:`save_video`
-(wrong dtype or shape) is a programming error and raises :class:`ValueError`.
+Frame count: ``num_frames`` is *at most* that many frames; a shorter clip is taken whole (a short clip is an
+ordinary input). Input problems (missing file, undecodable data, bad size options) raise
+:class:`ex4d.errors.InputError` with a one-line message naming the path or the option; misuse of
+:func:`save_video` (wrong dtype or shape) is a programming error and raises :class:`ValueError`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ex4d.errors import InputError, InputWarning
+from ex4d.errors import InputError, InputWarning, option
 from ex4d.io.atomic import atomic_path
+from ex4d.utils.sorting import natural_key
 
 __all__ = ["Video", "IMAGE_EXTENSIONS", "reference_size", "load_video", "save_video", "probe_video"]
 
@@ -98,18 +99,12 @@ def reference_size(h0: int, w0: int, max_res: int = 1024, multiple: int = 64) ->
     return max(h1, multiple), max(w1, multiple)
 
 
-def _natural_key(name: str) -> tuple:
-    """Sort key putting ``frame2.png`` before ``frame10.png``."""
-    # re.split with a capture group alternates text, number, text, ..., so tuples compare type-safely.
-    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name.lower())))
-
-
 def _list_images(folder: Path) -> list[Path]:
     files = [
         p for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     ]
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _reason(exc: BaseException) -> str:
@@ -119,19 +114,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def _sample_indices(total: int, num_frames: int | None, sampling: str) -> list[int]:
-    """Indices of the frames to keep out of ``total`` (caller checked ``total >= num_frames``)."""
-    if not num_frames:
+    """Indices of the frames to keep out of ``total``: all of them when ``num_frames`` is 0/None or ≥ ``total``."""
+    if not num_frames or num_frames >= total:
         return list(range(total))
     if sampling == "first":
         return list(range(num_frames))
     return [int(i) for i in np.round(np.linspace(0, total - 1, num_frames))]
-
-
-def _too_few(path: Path, total: int, num_frames: int) -> InputError:
-    return InputError(
-        f"{path}: has {total} frame{'s' if total != 1 else ''} but num_frames={num_frames}; "
-        f"pass num_frames={total} or less (or num_frames=None for all frames)"
-    )
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -225,27 +213,29 @@ def _as_int(value) -> int | None:
     return int(value)
 
 
-def _check_options(path: Path, num_frames, height, width, sampling) -> tuple[int | None, int | None, int | None]:
+def _check_options(num_frames, height, width, sampling) -> tuple[int | None, int | None, int | None]:
     """Validate the user's options; returns (num_frames, height, width) as plain ints (or None)."""
+    # Option errors name the option (argument=...), which the CLI shows as its flag (--num-frames).
     if sampling not in SAMPLINGS:
-        raise InputError(f"{path}: sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        raise InputError(f"must be one of {', '.join(SAMPLINGS)}, got {sampling!r}", argument="sampling")
     if num_frames is not None:
         n = _as_int(num_frames)
         if n is None or n < 0:
-            raise InputError(f"{path}: num_frames must be a non-negative integer or None, got {num_frames!r}")
+            raise InputError(f"must be a whole number ≥ 0 (0 = all frames), got {num_frames!r}",
+                             argument="num_frames")
         num_frames = n
     if (height is None) != (width is None):
-        raise InputError(f"{path}: give both height and width, or neither (got height={height}, width={width})")
+        raise InputError(f"give both {option('height')} and {option('width')}, or neither")
     if height is None:
         return num_frames, None, None
     sizes = []
     for name, value in (("height", height), ("width", width)):
         size = _as_int(value)
         if size is None or size <= 0:
-            raise InputError(f"{path}: {name} must be a positive integer, got {value!r}")
+            raise InputError(f"must be a positive whole number, got {value!r}", argument=name)
         if size % 2:
             # H.264 with 4:2:0 chroma, which every output goes through, needs even sizes.
-            raise InputError(f"{path}: {name} must be even (H.264 yuv420p), got {size}")
+            raise InputError(f"must be even (H.264 yuv420p), got {size}", argument=name)
         sizes.append(size)
     return num_frames, sizes[0], sizes[1]
 
@@ -265,7 +255,7 @@ def load_video(
 
     Args:
         path: video file or image folder.
-        num_frames: how many frames to keep; ``None`` or 0 keeps all.
+        num_frames: at most this many frames (a shorter clip is taken whole); ``None`` or 0 keeps all.
         height, width: output size; both or neither. Neither: :func:`reference_size` of the source.
         sampling: ``"first"`` keeps the first ``num_frames`` frames (the reference's behaviour);
             ``"uniform"`` spreads them over the whole clip (indices ``round(linspace(0, T-1, N))``).
@@ -276,11 +266,11 @@ def load_video(
         INTER_LINEAR) only if the size changes.
 
     Raises:
-        InputError: missing or unreadable path, no video stream, empty folder, images of different sizes,
-            fewer frames than ``num_frames``, or bad options.
+        InputError: missing or unreadable path, no video stream, no frames, empty folder, images of different
+            sizes, or bad options.
     """
     path = Path(path)
-    num_frames, height, width = _check_options(path, num_frames, height, width, sampling)
+    num_frames, height, width = _check_options(num_frames, height, width, sampling)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
 
@@ -289,8 +279,6 @@ def load_video(
         if not files:
             exts = "/".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
             raise InputError(f"{path}: folder holds no images ({exts})")
-        if num_frames and len(files) < num_frames:
-            raise _too_few(path, len(files), num_frames)
         chosen = [files[i] for i in _sample_indices(len(files), num_frames, sampling)]
         shrink = _Shrink(path, height, width, max_res)
         frames = []
@@ -340,13 +328,8 @@ class _Shrink:
 def _read_video_frames(path: Path, num_frames: int | None, sampling: str,
                        convert: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
     """Decode the frames of a video file that ``num_frames``/``sampling`` select, each passed through ``convert``."""
-    if num_frames and sampling == "first":
-        out = [rgb for _, rgb in _decode(path, keep=lambda i: True, stop=num_frames, convert=convert)]
-        if len(out) < num_frames:
-            raise _too_few(path, len(out), num_frames)
-        return out
-    if not num_frames:
-        out = [rgb for _, rgb in _decode(path, keep=lambda i: True, convert=convert)]
+    if not num_frames or sampling == "first":
+        out = [rgb for _, rgb in _decode(path, keep=lambda i: True, stop=num_frames or None, convert=convert)]
         if not out:
             raise InputError(f"{path}: no frames could be decoded")
         return out
@@ -355,8 +338,8 @@ def _read_video_frames(path: Path, num_frames: int | None, sampling: str,
     # a different count (rare: dropped or edit-listed frames), decode once more with the true total.
     total = _count_packets(path)
     for _ in range(2):
-        if total < num_frames:
-            raise _too_few(path, total, num_frames)
+        if total < 1:
+            raise InputError(f"{path}: no frames could be decoded")
         wanted = set(_sample_indices(total, num_frames, sampling))
         kept, decoded = {}, 0
         for index, rgb in _decode(path, keep=wanted.__contains__, convert=convert):

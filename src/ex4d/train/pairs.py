@@ -26,8 +26,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ex4d import __version__
-from ex4d.errors import InputError
+from ex4d.errors import InputError, option
 from ex4d.io.atomic import atomic_path
+from ex4d.utils.sorting import natural_key
 
 __all__ = ["Clip", "ClipOutcome", "MASK_KINDS", "PairSettings", "PrepareResult", "TRACKERS", "TRACK_HOLES",
            "build_pairs", "find_clips", "make_pair", "parse_mask_kinds", "parse_trajectories", "process_clip"]
@@ -131,6 +132,8 @@ class ClipOutcome:
     status: str
     message: str = ""
     seconds: float = 0.0
+    error: InputError | None = field(default=None, repr=False, compare=False)
+    """The bad-input error of a failed clip, for a CLI to render with its flags (``InputError.render``)."""
 
 
 @dataclass
@@ -200,8 +203,8 @@ def parse_mask_kinds(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def find_clips(videos: str | os.PathLike) -> list[Clip]:
-    """The clips of a folder: video files and image folders (not hidden), by name; ``<stem>.npz`` beside one is
-    its depth.
+    """The clips of a folder: video files and image folders (not hidden), in natural name order (``2.mp4`` before
+    ``10.mp4``); ``<stem>.npz`` beside one is its depth.
 
     Raises:
         InputError: missing folder, no clips, or two clips with the same stem (``a.mp4`` and ``a.mov``).
@@ -210,7 +213,7 @@ def find_clips(videos: str | os.PathLike) -> list[Clip]:
     if not folder.is_dir():
         raise InputError(f"{folder}: --videos must be a folder of clips")
     clips: dict[str, Clip] = {}
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
         if path.name.startswith(".") or not (path.is_dir() or path.suffix.lower() in VIDEO_SUFFIXES):
             continue
         name = path.stem if path.is_file() else path.name
@@ -288,6 +291,10 @@ def make_pair(clip: Clip, settings: PairSettings) -> tuple[dict, dict]:
     hole_frame_u = rng.uniform()
 
     video = load_video(clip.video, num_frames=settings.num_frames, height=settings.height, width=settings.width)
+    if settings.num_frames and video.num_frames < settings.num_frames:
+        # Unlike recon and run, training wants whole-length pairs: a short clip would be padded with repeated frames.
+        raise InputError(f"{clip.video}: has {video.num_frames} frames, fewer than the "
+                         f"{option('num_frames', settings.num_frames)} of a training pair")
     frames = video.frames
     T, H, W = frames.shape[:3]
     mask = np.ones((T, H, W), bool)
@@ -404,8 +411,9 @@ def process_clip(clip: Clip, output_dir: str | os.PathLike, settings: PairSettin
             os.replace(tmp, final)
     except Exception as exc:  # a bad clip must not stop the others
         shutil.rmtree(tmp, ignore_errors=True)
-        message = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-        return ClipOutcome(clip.name, "failed", " ".join(message.split()), time.perf_counter() - start)
+        error = exc if isinstance(exc, InputError) else None
+        message = exc.message if error else f"{type(exc).__name__}: {exc}"
+        return ClipOutcome(clip.name, "failed", " ".join(message.split()), time.perf_counter() - start, error)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,11 +6,12 @@ Building the parser imports nothing heavy; :func:`run_prepare` calls :func:`ex4d
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from ex4d.depth.cli import add_depth_backend_arguments, backend_options_from_args
 from ex4d.errors import InputError, about
-from ex4d.utils.argtypes import positive_int
+from ex4d.utils.argtypes import flag_of, positive_int
 
 __all__ = ["add_prepare_parser", "run_prepare"]
 
@@ -88,8 +89,11 @@ def run_prepare(args: argparse.Namespace) -> int:
     with about("videos"):
         clips = find_clips(args.videos)
     result = build_pairs(clips, args.output_dir, settings, workers=args.workers, progress=not args.quiet)
-    for name, message in result.failed.items():
-        print(f"ex4d prepare: {name}: {message}", file=sys.stderr)
+    for outcome in result.outcomes:
+        if outcome.status == "failed":  # options named as the flags typed here (--num-frames, not num_frames)
+            text = outcome.message if outcome.error is None else \
+                " ".join(outcome.error.render(functools.partial(flag_of, args)).split())
+            print(f"ex4d prepare: {outcome.name}: {text}", file=sys.stderr)
     done, skipped, failed = (len(result.names(s)) for s in ("done", "skipped", "failed"))
     print(f"{done} clips prepared, {skipped} already there, {failed} failed: {result.index}")
     return 1 if failed else 0

@@ -28,7 +28,8 @@ from ex4d.io.atomic import atomic_path, save_npz_atomic
 
 #: Video suffixes the upload accepts (what :func:`ex4d.io.video.load_video` decodes).
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v")
-DEPTH_SUFFIXES = (".npz",)
+#: Depth files the upload accepts: the single-file formats every command reads (ex4d.io.depth_file).
+DEPTH_SUFFIXES = (".npz", ".npy")
 DEMO_NAME = "demo scene"
 
 
@@ -164,7 +165,7 @@ class Workspace:
                 shutil.copyfile(video, tmp)
         frames = min(info["frames"], self.max_frames)
         if depth_upload:
-            depth_file = self.checked_upload(depth_upload, DEPTH_SUFFIXES, "depth file (.npz)")
+            depth_file = self.checked_upload(depth_upload, DEPTH_SUFFIXES, "depth file (.npz/.npy)")
             self._store_depth_file(folder, depth_file, copy, frames)
         elif not self._depth_cached(folder, f"backend:{self.depth_backend}", frames):
             self._estimate_depth(folder, copy, frames, progress)
@@ -197,21 +198,19 @@ class Workspace:
 
     def load_clip(self, key: str, video: Path | None = None) -> Clip:
         """A clip whose folder already holds its video and depth."""
-        from ex4d.geometry.conventions import reference_intrinsics
         from ex4d.geometry.trajectory import reference_radius
-        from ex4d.io.video import load_video
-        from ex4d.reconstruction import check_depth, check_intrinsics, load_depth_file
+        from ex4d.io.depth_file import read_depth_file
+        from ex4d.io.source import load_source
 
         folder = self.clip_folder(key)
         video = video or next(iter(sorted(folder.glob("input.*"))), None)
         if video is None:
             raise InputError("this video is no longer in the working directory; upload it again")
-        depth, K = load_depth_file(folder / "depth.npz")
-        T, H, W = depth.shape[0], depth.shape[-2], depth.shape[-1]
-        clip = load_video(video, num_frames=T, height=H, width=W)
-        depth = check_depth(depth, clip.num_frames)
-        K = check_intrinsics(reference_intrinsics(H, W).numpy() if K is None else K, T)[0]
-        return Clip(key, folder, Path(video), clip.frames, depth, K, clip.fps, reference_radius(depth[0]))
+        # The stored depth has one map per frame the app uses; the shared loader reads the video at its size.
+        depth = read_depth_file(folder / "depth.npz")
+        source = load_source(video, depth, num_frames=len(depth.maps))
+        return Clip(key, folder, Path(video), source.video.frames, source.depth, source.K[0], source.video.fps,
+                    reference_radius(source.depth[0]))
 
     # -- depth ------------------------------------------------------------------------------------------------
 
@@ -229,29 +228,19 @@ class Workspace:
             tmp.write_text(json.dumps({"source": source, "frames": frames}))
 
     def _store_depth_file(self, folder: Path, depth_file: Path, video: Path, frames: int) -> None:
-        from ex4d.io.video import probe_video
-        from ex4d.reconstruction import check_depth, check_intrinsics, load_depth_file
+        from ex4d.io.source import load_source
 
         source = f"file:{content_hash(depth_file)}"
         if self._depth_cached(folder, source, frames):
             return
-        depth, K = load_depth_file(depth_file)
-        if depth.ndim == 4 and depth.shape[1] == 1:
-            depth = depth[:, 0]
-        if depth.ndim != 3:
-            raise InputError(f"{depth_file.name}: depth must be (T, H, W), got shape {depth.shape}")
-        if depth.shape[0] < frames:
-            raise InputError(f"{depth_file.name}: has {depth.shape[0]} depth maps but {frames} video frames are used")
-        depth = check_depth(depth[:frames], frames)
-        info = probe_video(video)
-        (h0, w0), (hd, wd) = (info["height"], info["width"]), depth.shape[1:]
-        if abs(w0 / h0 - wd / hd) > 0.02 * (w0 / h0):
-            raise InputError(f"{depth_file.name}: depth maps are {hd}×{wd} but the video is {h0}×{w0} "
-                             "(aspect ratios differ)")
-        arrays = {"depth": depth}
-        if K is not None:
-            K = np.asarray(K)
-            arrays["intrinsics"] = check_intrinsics(K[:frames] if K.ndim == 3 else K, frames, "intrinsics")
+        try:  # the checks of ex4d recon / ex4d run, so the app accepts and refuses the same files
+            checked = load_source(video, depth_file, num_frames=frames)
+        except InputError as exc:  # name the uploaded file, not the work dir's copy
+            text = exc.message.replace(str(depth_file), depth_file.name).replace(str(video), video.name)
+            raise InputError(text) from None
+        arrays = {"depth": checked.depth}
+        if checked.file_intrinsics:
+            arrays["intrinsics"] = checked.K
         save_npz_atomic(folder / "depth.npz", **arrays)
         self._write_depth_record(folder, source, frames)
 

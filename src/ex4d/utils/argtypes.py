@@ -1,4 +1,5 @@
-"""``argparse`` value types shared by the command-line interfaces (argparse turns their errors into usage lines)."""
+"""``argparse`` value types shared by the command-line interfaces (argparse turns their errors into usage lines), and
+:func:`flag_of`, the one place a Python argument name becomes the flag a user types."""
 
 from __future__ import annotations
 
@@ -29,3 +30,12 @@ def non_negative_int(text: str) -> int:
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+
+
+# Python argument names (InputError.argument, ex4d.errors.option) whose flag is not simply --name-with-dashes.
+FLAG_OF = {"model_dir": "--wan-dir", "adapter": "--ex4d-ckpt", "intrinsics": "--depth"}
+
+
+def flag_of(args: argparse.Namespace, name: str) -> str | None:
+    """The flag of this command (its parsed ``args``) that sets the Python argument ``name``, or None."""
+    return FLAG_OF.get(name) or ("--" + name.replace("_", "-") if hasattr(args, name) else None)
