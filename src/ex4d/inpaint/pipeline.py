@@ -203,10 +203,15 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
 
     @staticmethod
     def quantise_first_frame(video: torch.Tensor) -> torch.Tensor:
-        """Frame 0 of the conditioning video through the reference's PIL round trip: (1, 3, H, W) in [−1, 1]."""
+        """Frame 0 of the conditioning video through the reference's PIL round trip: (1, 3, H, W) in [−1, 1].
+
+        The reference converts it with torchvision's ``to_pil_image(x·0.5 + 0.5)``, which *truncates*
+        (``mul(255).byte()``: 63 of the 256 levels come back one lower), and reads the image back as
+        ``float32(img)·(2/255) − 1`` in float32 (which differs in the last bit from ``img/255·2 − 1``).
+        """
         x = video[:, :, 0].float() * 0.5 + 0.5
-        x = (x.clamp(0, 1) * 255).round() / 255
-        return x * 2 - 1
+        levels = (x.clamp(0, 1) * 255).to(torch.uint8)  # float -> uint8 truncates toward zero, as .byte()
+        return levels.float() * torch.tensor(2 / 255, dtype=torch.float32, device=levels.device) - 1
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor, device=None) -> torch.Tensor:
