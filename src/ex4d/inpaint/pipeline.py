@@ -237,16 +237,19 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def vae_encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Normalised posterior mean (z − mean)/std of a (B, 3, T, H, W) video in the VAE's value range."""
+        """Normalised posterior mean (z − mean)·(1/std) of a (B, 3, T, H, W) video in the VAE's value range.
+
+        Multiplied by the reciprocal as the reference does (its scale is ``[mean, 1/std]``): the same bits.
+        """
         x = video.to(device=self._execution_device, dtype=self.vae.dtype)
         z = self.vae.encode(x).latent_dist.mode().float()
         mean, std = self._latent_stats(z.device, z.dtype)
-        return (z - mean) / std
+        return (z - mean) * (1.0 / std)
 
     @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         mean, std = self._latent_stats(latents.device, torch.float32)
-        z = (latents.float() * std + mean).to(self.vae.dtype)
+        z = (latents.float() / (1.0 / std) + mean).to(self.vae.dtype)  # the reference divides by its 1/std
         return self.vae.decode(z, return_dict=False)[0].float().clamp(-1, 1)
 
     def first_frame_condition(self, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
