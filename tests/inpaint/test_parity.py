@@ -12,6 +12,7 @@ import torch
 from diffusers.models.attention_dispatch import attention_backend
 
 from ex4d.inpaint.loading import load_pipeline
+from ex4d.inpaint.pipeline import Ex4dInpaintPipeline
 from ex4d.inpaint.preprocess import prepare_videos
 from ex4d.inpaint.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
 from ex4d.io.video import load_video, save_video
@@ -47,6 +48,21 @@ def _reference(original_wan_dir, ckpt, vae, renders, mask_erode=None):
 
 def _close(ours, ref, atol=1e-5, rtol=1e-4):
     torch.testing.assert_close(ours.float(), ref.float(), atol=atol, rtol=rtol)
+
+
+def test_frame0_levels_truncate_as_the_reference():
+    """All 256 levels of frame 0: ex4d's CLIP/y image equals the reference's PIL round trip, bit for bit."""
+    levels = torch.arange(256, dtype=torch.float32).view(1, 1, 1, 16, 16).expand(1, 3, 1, 16, 16)
+    video = (levels / 255.0) * 2 - 1  # as the conditioning video (fully seen)
+    ref = reference.first_frame_image(video)
+    assert torch.equal(Ex4dInpaintPipeline.quantise_first_frame(video), ref)
+    back = ((ref + 1) * 127.5).round()[:, 0]
+    assert int((back == levels[:, 0, 0] - 1).sum()) == 63 and int((back == levels[:, 0, 0]).sum()) == 256 - 63
+    # generate.py casts the video to bf16 first: the same 63 levels come back one lower
+    video_bf16 = ((levels / 255.0).to(torch.bfloat16) * 2 - 1).float()
+    assert torch.equal(reference.first_frame_image(video_bf16), ref)
+    # and float32(img)·(2/255) − 1 is not img/255·2 − 1 in the last bit
+    assert not torch.equal(ref[:, 0], back / 255 * 2 - 1)
 
 
 def test_stage_by_stage(original_wan_dir, ex4d_ckpt, ref_vae, renders):
