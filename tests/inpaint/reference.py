@@ -1,10 +1,9 @@
 """What the reference (EX-4D ``generate.py`` + its DiffSynth ``WanVideoPipeline``) computes, re-stated stage by stage.
 
-Written from a reading of the reference's code, independently of ``ex4d.inpaint``: weights are read straight from the
-*official* files (``models_t5_umt5-xxl-enc-bf16.pth``, ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth``,
-the DiT shards + index, ``ex4d.ckpt``) with their official names; only the Wan VAE network is borrowed (diffusers'
-``AutoencoderKLWan`` with the tiny model's weights), the arithmetic around it (normalisation by ``1/std``,
-clamp, uint8) is re-stated.
+Written from a reading of the reference's code, independently of ``ex4d.inpaint`` and of diffusers' models: weights
+are read straight from the *official* files (``Wan2.1_VAE.pth``, ``models_t5_umt5-xxl-enc-bf16.pth``,
+``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth``, the DiT shards + index, ``ex4d.ckpt``) by their official
+names (the DiT's are renamed with the test's own table, tiny.py); every network is plain torch here.
 
 "The reference" here is its program read in float32: every explicit bf16 cast and bf16 autocast of
 ``generate.py`` / ``wan_video.py`` is taken as float32 (the explicit ``.to(bfloat16)`` of the conditioning video
@@ -136,22 +135,110 @@ def _attention(q, k, v, heads):
 
 
 # ---------------------------------------------------------------------------------------------- 4-5, 10. VAE
-def vae_encode(vae, video: torch.Tensor) -> torch.Tensor:
+# The Wan VAE (``Wan2.1_VAE.pth`` names) over the whole clip at once. The reference runs it chunk by chunk (encoder:
+# frame 0, then 4 frames at a time; decoder: one latent frame at a time) with caches of each causal convolution's
+# last inputs; that equals these full-length convolutions, except for the temporal resampling that the chunks
+# shape: frame 0 skips the temporal convolution of every down/up-sampling stage.
+def _causal(x, sd, name, time_pad=True):
+    """Causal 3-D convolution: 2·p_t zero frames in front, p_h/p_w zeros on the sides (padding from the kernel)."""
+    w, b = sd[name + ".weight"], sd[name + ".bias"]
+    kt, kh, kw = w.shape[2:]
+    x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2, 2 * (kt // 2) if time_pad else 0, 0))
+    return F.conv3d(x, w, b)
+
+
+def _rms(x, gamma):
+    return F.normalize(x, dim=1) * math.sqrt(x.shape[1]) * gamma
+
+
+def _per_frame(x, fn):
+    b, c, t = x.shape[:3]
+    y = fn(x.transpose(1, 2).reshape(b * t, c, *x.shape[3:]))
+    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+def _residual(x, sd, p):
+    h = _causal(x, sd, p + "shortcut") if p + "shortcut.weight" in sd else x
+    y = _causal(F.silu(_rms(x, sd[p + "residual.0.gamma"])), sd, p + "residual.2")
+    y = _causal(F.silu(_rms(y, sd[p + "residual.3.gamma"])), sd, p + "residual.6")
+    return y + h
+
+
+def _attention_block(x, sd, p):
+    """Single-head spatial self-attention of each frame, RMS-normalised, residual."""
+    def frame(z):
+        n, c, hh, ww = z.shape
+        qkv = F.conv2d(_rms(z, sd[p + "norm.gamma"]), sd[p + "to_qkv.weight"], sd[p + "to_qkv.bias"])
+        q, k, v = qkv.reshape(n, 3 * c, hh * ww).transpose(1, 2).chunk(3, -1)
+        a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), -1) @ v
+        return F.conv2d(a.transpose(1, 2).reshape(n, c, hh, ww), sd[p + "proj.weight"], sd[p + "proj.bias"])
+    return x + _per_frame(x, frame)
+
+
+def _stage(x, sd, p, down: bool):
+    """One block of ``downsamples.i`` / ``upsamples.i`` / ``middle.i``, told apart by its tensors."""
+    if p + "residual.0.gamma" in sd:
+        return _residual(x, sd, p)
+    if p + "to_qkv.weight" in sd:
+        return _attention_block(x, sd, p)
+    w, b = sd[p + "resample.1.weight"], sd[p + "resample.1.bias"]
+    if down:  # zero pad right/bottom, 3×3 stride 2; then (3d) frame 0 + a valid stride-2 temporal conv over all
+        x = _per_frame(x, lambda z: F.conv2d(F.pad(z, (0, 1, 0, 1)), w, b, stride=2))
+        if p + "time_conv.weight" in sd:
+            t = F.conv3d(x, sd[p + "time_conv.weight"], sd[p + "time_conv.bias"], stride=(2, 1, 1))
+            x = torch.cat([x[:, :, :1], t], 2)
+        return x
+    if p + "time_conv.weight" in sd:  # frame 0 kept; the others each become two (the conv's two channel halves)
+        t = _causal(x[:, :, 1:], sd, p + "time_conv")
+        bsz, c2, n, hh, ww = t.shape
+        t = t.reshape(bsz, 2, c2 // 2, n, hh, ww).permute(0, 2, 3, 1, 4, 5).reshape(bsz, c2 // 2, 2 * n, hh, ww)
+        x = torch.cat([x[:, :, :1], t], 2)
+    return _per_frame(x, lambda z: F.conv2d(F.interpolate(z, scale_factor=(2.0, 2.0), mode="nearest-exact"),
+                                            w, b, padding=1))
+
+
+def _blocks(sd, prefix):
+    n = 0
+    while any(k.startswith(f"{prefix}.{n}.") for k in sd):
+        n += 1
+    return [f"{prefix}.{i}." for i in range(n)]
+
+
+def vae_mean(sd: dict, video: torch.Tensor) -> torch.Tensor:
+    """Posterior mean μ of a (1, 3, T, H, W) video in [−1, 1]: (1, 16, (T−1)/4+1, H/8, W/8)."""
+    x = _causal(video, sd, "encoder.conv1")
+    for p in _blocks(sd, "encoder.downsamples"):
+        x = _stage(x, sd, p, down=True)
+    for p in _blocks(sd, "encoder.middle"):
+        x = _stage(x, sd, p, down=True)
+    x = _causal(F.silu(_rms(x, sd["encoder.head.0.gamma"])), sd, "encoder.head.2")
+    return _causal(x, sd, "conv1").chunk(2, dim=1)[0]
+
+
+def vae_decode(sd: dict, z: torch.Tensor) -> torch.Tensor:
+    """Decoded video (1, 3, T, H, W), not clamped, of un-normalised latents z."""
+    x = _causal(_causal(z, sd, "conv2"), sd, "decoder.conv1")
+    for p in _blocks(sd, "decoder.middle") + _blocks(sd, "decoder.upsamples"):
+        x = _stage(x, sd, p, down=False)
+    return _causal(F.silu(_rms(x, sd["decoder.head.0.gamma"])), sd, "decoder.head.2")
+
+
+def vae_encode(vae_sd, video: torch.Tensor) -> torch.Tensor:
     """Posterior mean of (1, 3, T, H, W), normalised as the reference: (μ − mean) · (1/std)."""
-    mu = vae.encode(video).latent_dist.mode().float()
+    mu = vae_mean(vae_sd, video)
     mean, inv_std = torch.tensor(LATENTS_MEAN).view(1, 16, 1, 1, 1), (1.0 / torch.tensor(LATENTS_STD)).view(1, 16, 1, 1, 1)
     return (mu - mean) * inv_std
 
 
-def vae_decode_frames(vae, latents: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+def vae_decode_frames(vae_sd, latents: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
     """(decoded (1, 3, T, H, W) in [−1, 1], frames (T, H, W, 3) uint8): z = x / (1/std) + mean, clamp, truncate."""
     mean, inv_std = torch.tensor(LATENTS_MEAN).view(1, 16, 1, 1, 1), (1.0 / torch.tensor(LATENTS_STD)).view(1, 16, 1, 1, 1)
-    out = vae.decode(latents / inv_std + mean, return_dict=False)[0].float().clamp(-1, 1)
+    out = vae_decode(vae_sd, latents / inv_std + mean).float().clamp(-1, 1)
     frames = ((out[0].permute(1, 2, 3, 0) + 1) * 127.5).clip(0, 255).numpy().astype(np.uint8)
     return out, frames
 
 
-def first_frame_y(vae, image: torch.Tensor, num_frames: int) -> torch.Tensor:
+def first_frame_y(vae_sd, image: torch.Tensor, num_frames: int) -> torch.Tensor:
     """(1, 20, F, h, w): 4 mask channels, then the latent of (frame 0, T−1 black frames)."""
     _, _, H, W = image.shape
     msk = torch.ones(1, num_frames, H // 8, W // 8)
@@ -159,11 +246,11 @@ def first_frame_y(vae, image: torch.Tensor, num_frames: int) -> torch.Tensor:
     msk = torch.cat([msk[:, :1].repeat_interleave(4, dim=1), msk[:, 1:]], dim=1)
     msk = msk.view(1, msk.shape[1] // 4, 4, H // 8, W // 8).transpose(1, 2)[0]
     clip = torch.cat([image.transpose(0, 1), torch.zeros(3, num_frames - 1, H, W)], dim=1)
-    return torch.cat([msk, vae_encode(vae, clip[None])[0]])[None]
+    return torch.cat([msk, vae_encode(vae_sd, clip[None])[0]])[None]
 
 
-def ray_latent(ck: dict, vae, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    h = torch.cat([vae_encode(vae, video), vae_encode(vae, mask * 2 - 1)], dim=1)
+def ray_latent(ck: dict, vae_sd, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    h = torch.cat([vae_encode(vae_sd, video), vae_encode(vae_sd, mask * 2 - 1)], dim=1)
     for i in (0, 2, 4):
         h = F.conv3d(h, ck[f"latent_encoder.{i}.weight"], ck[f"latent_encoder.{i}.bias"])
         h = F.silu(h) if i < 4 else h
@@ -367,7 +454,7 @@ class ReferenceRun:
 
 
 @torch.no_grad()
-def reference_run(folder: Path, ckpt_path: Path | None, vae, color_path, mask_path, *, height: int, width: int,
+def reference_run(folder: Path, ckpt_path: Path | None, color_path, mask_path, *, height: int, width: int,
                   num_frames: int, steps: int, prompt: str, negative_prompt: str, cfg: float = 5.0, seed: int = 0,
                   mask_erode: int | None = None) -> ReferenceRun:
     """The reference's ``generate.py`` on the official-layout ``folder`` (+ ``ex4d.ckpt``; None = plain Wan I2V)."""
@@ -385,12 +472,13 @@ def reference_run(folder: Path, ckpt_path: Path | None, vae, color_path, mask_pa
     r.context = t5_context(t5, tok, prompt)
     r.negative_context = t5_context(t5, tok, negative_prompt) if cfg != 1.0 else None
 
+    vae_sd = torch.load(folder / "Wan2.1_VAE.pth", map_location="cpu", weights_only=True)
     r.first = first_frame_image(r.video)
     clip_sd = torch.load(folder / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth", map_location="cpu",
                          weights_only=True)
     r.clip = clip_tokens(clip_sd, r.first)
-    r.y = first_frame_y(vae, r.first, num_frames)
-    r.ray = ray_latent(ck, vae, r.video, r.mask) if ck is not None else torch.zeros(())
+    r.y = first_frame_y(vae_sd, r.first, num_frames)
+    r.ray = ray_latent(ck, vae_sd, r.video, r.mask) if ck is not None else torch.zeros(())
 
     g = torch.Generator("cpu").manual_seed(seed)
     r.noise = torch.randn((1, 16, (num_frames - 1) // 4 + 1, height // 8, width // 8), generator=g,
@@ -411,7 +499,7 @@ def reference_run(folder: Path, ckpt_path: Path | None, vae, color_path, mask_pa
         x = x + v * (sigma_next - r.sigmas[i])
         r.velocities.append(v)
         r.latents.append(x)
-    r.decoded, r.frames = vae_decode_frames(vae, x)
+    r.decoded, r.frames = vae_decode_frames(vae_sd, x)
     return r
 
 

@@ -18,7 +18,7 @@ from ex4d.inpaint.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
 from ex4d.io.video import load_video, save_video
 
 from . import reference
-from .tiny import tiny_components, tiny_videos
+from .tiny import tiny_videos
 
 T, H, W, STEPS, SEED = 5, 32, 48, 3, 0
 MIN_PSNR_DB = 75.0
@@ -35,13 +35,8 @@ def renders(tmp_path_factory):
     return d / "color.mp4", d / "mask.mp4"
 
 
-@pytest.fixture(scope="module")
-def ref_vae():
-    return tiny_components(0)["vae"]  # the weights written to Wan2.1_VAE.pth by write_original_wan_dir
-
-
-def _reference(original_wan_dir, ckpt, vae, renders, mask_erode=None):
-    return reference.reference_run(original_wan_dir, ckpt, vae, *renders, height=H, width=W, num_frames=T,
+def _reference(original_wan_dir, ckpt, renders, mask_erode=None):
+    return reference.reference_run(original_wan_dir, ckpt, *renders, height=H, width=W, num_frames=T,
                                    steps=STEPS, prompt=DEFAULT_PROMPT, negative_prompt=DEFAULT_NEGATIVE_PROMPT,
                                    seed=SEED, mask_erode=mask_erode)
 
@@ -65,8 +60,19 @@ def test_frame0_levels_truncate_as_the_reference():
     assert not torch.equal(ref[:, 0], back / 255 * 2 - 1)
 
 
-def test_stage_by_stage(original_wan_dir, ex4d_ckpt, ref_vae, renders):
-    ref = _reference(original_wan_dir, ex4d_ckpt, ref_vae, renders)
+def test_vae_on_a_longer_clip(original_wan_dir):
+    """9 frames (3 latent frames): every chunk case of the reference's cached VAE, encode and decode."""
+    pipe = load_pipeline(original_wan_dir)
+    sd = torch.load(original_wan_dir / "Wan2.1_VAE.pth", weights_only=True)
+    video = torch.rand((1, 3, 9, 32, 48), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = reference.vae_encode(sd, video)
+    _close(pipe.vae_encode(video), z, atol=1e-5)
+    _close(pipe.vae_decode(z), reference.vae_decode_frames(sd, z)[0], atol=1e-5)
+    assert z.shape == (1, 16, 3, 4, 6)
+
+
+def test_stage_by_stage(original_wan_dir, ex4d_ckpt, renders):
+    ref = _reference(original_wan_dir, ex4d_ckpt, renders)
     pipe = load_pipeline(original_wan_dir, ex4d_ckpt)
     pipe.set_progress_bar_config(disable=True)
     color = load_video(renders[0], num_frames=None, height=H, width=W).frames
@@ -123,7 +129,7 @@ def test_stage_by_stage(original_wan_dir, ex4d_ckpt, ref_vae, renders):
 
 @pytest.mark.parametrize("adapter", [True, False], ids=["adapter", "no-adapter"])
 @pytest.mark.parametrize("mask_erode", [None, 0], ids=["erosion", "no-erosion"])
-def test_generate_frames_match_the_reference(original_wan_dir, ex4d_ckpt, ref_vae, renders, tmp_path, adapter,
+def test_generate_frames_match_the_reference(original_wan_dir, ex4d_ckpt, renders, tmp_path, adapter,
                                              mask_erode, capsys):
     """`ex4d generate --dtype fp32 --device cpu --save-arrays` (the plain Wan I2V via ``generate``'s pipe)."""
     out = tmp_path / "out.mp4"
@@ -144,7 +150,7 @@ def test_generate_frames_match_the_reference(original_wan_dir, ex4d_ckpt, ref_va
             generate(*renders, out, pipe=pipe, height=H, width=W, num_frames=T, num_inference_steps=STEPS,
                      seed=SEED, mask_erode=mask_erode, npz=out.with_suffix(".npz"))
     ours = np.load(out.with_suffix(".npz"))["frames"]
-    ref = _reference(original_wan_dir, ex4d_ckpt if adapter else None, ref_vae, renders, mask_erode)
+    ref = _reference(original_wan_dir, ex4d_ckpt if adapter else None, renders, mask_erode)
     value = reference.psnr(ours, ref.frames)
     with capsys.disabled():
         print(f"\nparity {'adapter' if adapter else 'no-adapter'} erosion={mask_erode}: PSNR {value:.1f} dB, "
