@@ -223,16 +223,20 @@ def vae_decode(sd: dict, z: torch.Tensor) -> torch.Tensor:
     return _causal(F.silu(_rms(x, sd["decoder.head.0.gamma"])), sd, "decoder.head.2")
 
 
+def _latent_scale() -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's VAE scale ``[mean, 1/std]``, as (1, 16, 1, 1, 1) float32 tensors."""
+    return torch.tensor(LATENTS_MEAN).view(1, 16, 1, 1, 1), (1.0 / torch.tensor(LATENTS_STD)).view(1, 16, 1, 1, 1)
+
+
 def vae_encode(vae_sd, video: torch.Tensor) -> torch.Tensor:
     """Posterior mean of (1, 3, T, H, W), normalised as the reference: (μ − mean) · (1/std)."""
-    mu = vae_mean(vae_sd, video)
-    mean, inv_std = torch.tensor(LATENTS_MEAN).view(1, 16, 1, 1, 1), (1.0 / torch.tensor(LATENTS_STD)).view(1, 16, 1, 1, 1)
-    return (mu - mean) * inv_std
+    mean, inv_std = _latent_scale()
+    return (vae_mean(vae_sd, video) - mean) * inv_std
 
 
 def vae_decode_frames(vae_sd, latents: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
     """(decoded (1, 3, T, H, W) in [−1, 1], frames (T, H, W, 3) uint8): z = x / (1/std) + mean, clamp, truncate."""
-    mean, inv_std = torch.tensor(LATENTS_MEAN).view(1, 16, 1, 1, 1), (1.0 / torch.tensor(LATENTS_STD)).view(1, 16, 1, 1, 1)
+    mean, inv_std = _latent_scale()
     out = vae_decode(vae_sd, latents / inv_std + mean).float().clamp(-1, 1)
     frames = ((out[0].permute(1, 2, 3, 0) + 1) * 127.5).clip(0, 255).numpy().astype(np.uint8)
     return out, frames
