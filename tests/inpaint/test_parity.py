@@ -35,10 +35,20 @@ def renders(tmp_path_factory):
     return d / "color.mp4", d / "mask.mp4"
 
 
-def _reference(original_wan_dir, ckpt, renders, mask_erode=None):
-    return reference.reference_run(original_wan_dir, ckpt, *renders, height=H, width=W, num_frames=T,
-                                   steps=STEPS, prompt=DEFAULT_PROMPT, negative_prompt=DEFAULT_NEGATIVE_PROMPT,
-                                   seed=SEED, mask_erode=mask_erode)
+@pytest.fixture(scope="module")
+def reference_runs(original_wan_dir, ex4d_ckpt, renders):
+    """``runs(adapter, mask_erode)``: the reference's run of that case, computed once per module."""
+    done = {}
+
+    def run(adapter: bool, mask_erode=None):
+        if (adapter, mask_erode) not in done:
+            done[adapter, mask_erode] = reference.reference_run(
+                original_wan_dir, ex4d_ckpt if adapter else None, *renders, height=H, width=W, num_frames=T,
+                steps=STEPS, prompt=DEFAULT_PROMPT, negative_prompt=DEFAULT_NEGATIVE_PROMPT, seed=SEED,
+                mask_erode=mask_erode)
+        return done[adapter, mask_erode]
+
+    return run
 
 
 def _close(ours, ref, atol=1e-5, rtol=1e-4):
@@ -71,8 +81,8 @@ def test_vae_on_a_longer_clip(original_wan_dir):
     assert z.shape == (1, 16, 3, 4, 6)
 
 
-def test_stage_by_stage(original_wan_dir, ex4d_ckpt, renders):
-    ref = _reference(original_wan_dir, ex4d_ckpt, renders)
+def test_stage_by_stage(original_wan_dir, ex4d_ckpt, renders, reference_runs):
+    ref = reference_runs(True)
     pipe = load_pipeline(original_wan_dir, ex4d_ckpt)
     pipe.set_progress_bar_config(disable=True)
     color = load_video(renders[0], num_frames=None, height=H, width=W).frames
@@ -129,8 +139,8 @@ def test_stage_by_stage(original_wan_dir, ex4d_ckpt, renders):
 
 @pytest.mark.parametrize("adapter", [True, False], ids=["adapter", "no-adapter"])
 @pytest.mark.parametrize("mask_erode", [None, 0], ids=["erosion", "no-erosion"])
-def test_generate_frames_match_the_reference(original_wan_dir, ex4d_ckpt, renders, tmp_path, adapter,
-                                             mask_erode, capsys):
+def test_generate_frames_match_the_reference(original_wan_dir, ex4d_ckpt, renders, reference_runs, tmp_path,
+                                             adapter, mask_erode, capsys):
     """`ex4d generate --dtype fp32 --device cpu --save-arrays` (the plain Wan I2V via ``generate``'s pipe)."""
     out = tmp_path / "out.mp4"
     with attention_backend("native"):
@@ -150,7 +160,7 @@ def test_generate_frames_match_the_reference(original_wan_dir, ex4d_ckpt, render
             generate(*renders, out, pipe=pipe, height=H, width=W, num_frames=T, num_inference_steps=STEPS,
                      seed=SEED, mask_erode=mask_erode, npz=out.with_suffix(".npz"))
     ours = np.load(out.with_suffix(".npz"))["frames"]
-    ref = _reference(original_wan_dir, ex4d_ckpt if adapter else None, renders, mask_erode)
+    ref = reference_runs(adapter, mask_erode)
     value = reference.psnr(ours, ref.frames)
     with capsys.disabled():
         print(f"\nparity {'adapter' if adapter else 'no-adapter'} erosion={mask_erode}: PSNR {value:.1f} dB, "
