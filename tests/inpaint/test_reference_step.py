@@ -1,11 +1,10 @@
 """One reference denoiser step, written independently from the spec (§6.4–§6.7, §7.1, §8), against the pipeline.
 
-The DiT here is a plain re-statement of Wan2.1 (complex-number RoPE, explicit attention, LoRA merged as
-W + B·A from the reference-named checkpoint keys, the condition tokens added after the patch embedding), fed with
-the tiny model's diffusers weights read straight from the safetensors file.
+The DiT (``reference.ref_dit``, shared with the whole-run parity test) is a plain re-statement of Wan2.1
+(complex-number RoPE, explicit attention, LoRA merged as W + B·A from the reference-named checkpoint keys, the
+condition tokens added after the patch embedding), fed with the tiny model's diffusers weights read straight from
+the safetensors file.
 """
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -14,89 +13,13 @@ from safetensors.torch import load_file
 
 from ex4d.inpaint.preprocess import prepare_videos
 
+from .reference import ref_dit
 from .tiny import tiny_videos
 
 # diffusers module -> reference module (spec §8), for merging the LoRA
 REF = {"attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
        "attn1.to_out.0": "self_attn.o", "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k",
        "attn2.to_v": "cross_attn.v", "attn2.to_out.0": "cross_attn.o", "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2"}
-
-
-def ln(x, w=None, b=None, eps=1e-6):
-    x = F.layer_norm(x.float(), x.shape[-1:], eps=eps)
-    return x if w is None else x * w + b
-
-
-def rms(x, w, eps=1e-6):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
-
-
-def rope(x, f, h, w):
-    """x [L, heads, d]; adjacent pairs rotate by pos·θ^(−2j/dim_axis), axes (f, h, w) with 2(d//6) dims for h, w."""
-    d = x.shape[-1]
-    dh = 2 * (d // 6)
-    dt = d - 2 * dh
-    parts = []
-    for n, dim, pos in ((f, dt, 0), (h, dh, 1), (w, dh, 2)):
-        inv = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-        grid = torch.stack(torch.meshgrid(torch.arange(f), torch.arange(h), torch.arange(w), indexing="ij"), -1)
-        ang = grid[..., pos].reshape(-1, 1).double() * inv
-        parts.append(torch.polar(torch.ones_like(ang), ang))
-    freqs = torch.cat(parts, -1)[:, None]  # [L, 1, d/2]
-    xc = torch.view_as_complex(x.double().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(xc * freqs).flatten(-2).float()
-
-
-def attn(q, k, v, heads):
-    L, D = q.shape
-    q, k, v = (t.reshape(t.shape[0], heads, -1).transpose(0, 1) for t in (q, k, v))
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D // heads), -1) @ v
-    return a.transpose(0, 1).reshape(L, D)
-
-
-def ref_dit(W, cfg, x, t, txt, img, ray):
-    heads, D = cfg["heads"], cfg["dim"]
-    lin = lambda name, z: z @ W[name + ".weight"].T + W[name + ".bias"]  # noqa: E731
-    # patch embedding + condition tokens
-    h = F.conv3d(x, W["patch_embedding.weight"], W["patch_embedding.bias"], stride=(1, 2, 2))
-    _, _, f, hh, ww = h.shape
-    h = (h + ray).flatten(2).transpose(1, 2)[0]  # [L, D]
-    # time: sinusoid [cos, sin] of t·10000^(−i/half)
-    half = cfg["freq_dim"] // 2
-    fr = t * 10000.0 ** (-torch.arange(half, dtype=torch.float32) / half)
-    s = torch.cat([torch.cos(fr), torch.sin(fr)])
-    e = lin("condition_embedder.time_embedder.linear_2", F.silu(lin("condition_embedder.time_embedder.linear_1", s)))
-    e0 = lin("condition_embedder.time_proj", F.silu(e)).view(6, D)
-    # text and image context
-    tx = lin("condition_embedder.text_embedder.linear_2",
-             F.gelu(lin("condition_embedder.text_embedder.linear_1", txt[0]), approximate="tanh"))
-    pre = "condition_embedder.image_embedder."
-    im = ln(img[0], W[pre + "norm1.weight"], W[pre + "norm1.bias"], eps=1e-5)
-    im = lin(pre + "ff.net.2", F.gelu(lin(pre + "ff.net.0.proj", im)))
-    im = ln(im, W[pre + "norm2.weight"], W[pre + "norm2.bias"], eps=1e-5)
-    for i in range(cfg["layers"]):
-        b = f"blocks.{i}."
-        sh1, sc1, g1, sh2, sc2, g2 = (W[b + "scale_shift_table"][0] + e0).unbind(0)
-        n = ln(h) * (1 + sc1) + sh1
-        q = rms(lin(b + "attn1.to_q", n), W[b + "attn1.norm_q.weight"])
-        k = rms(lin(b + "attn1.to_k", n), W[b + "attn1.norm_k.weight"])
-        v = lin(b + "attn1.to_v", n)
-        q = rope(q.view(q.shape[0], heads, -1), f, hh, ww).reshape(q.shape)
-        k = rope(k.view(k.shape[0], heads, -1), f, hh, ww).reshape(k.shape)
-        h = h + g1 * lin(b + "attn1.to_out.0", attn(q, k, v, heads))
-        n = ln(h, W[b + "norm2.weight"], W[b + "norm2.bias"])
-        q = rms(lin(b + "attn2.to_q", n), W[b + "attn2.norm_q.weight"])
-        k = rms(lin(b + "attn2.to_k", tx), W[b + "attn2.norm_k.weight"])
-        v = lin(b + "attn2.to_v", tx)
-        ki = rms(lin(b + "attn2.add_k_proj", im), W[b + "attn2.norm_added_k.weight"])
-        vi = lin(b + "attn2.add_v_proj", im)
-        h = h + lin(b + "attn2.to_out.0", attn(q, k, v, heads) + attn(q, ki, vi, heads))
-        n = ln(h) * (1 + sc2) + sh2
-        h = h + g2 * lin(b + "ffn.net.2", F.gelu(lin(b + "ffn.net.0.proj", n), approximate="tanh"))
-    sh, sc = (W["scale_shift_table"][0] + e).unbind(0)
-    out = lin("proj_out", ln(h) * (1 + sc) + sh)  # [L, 16·1·2·2]
-    out = out.view(f, hh, ww, 1, 2, 2, -1).permute(6, 0, 3, 1, 4, 2, 5)
-    return out.reshape(1, -1, f, hh * 2, ww * 2)
 
 
 def test_one_step_matches_an_independent_reference(pipe, wan_dir, ex4d_ckpt):

@@ -194,10 +194,15 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
 
     @staticmethod
     def quantise_first_frame(video: torch.Tensor) -> torch.Tensor:
-        """Frame 0 of the conditioning video through the reference's PIL round trip: (1, 3, H, W) in [−1, 1]."""
+        """Frame 0 of the conditioning video through the reference's PIL round trip: (1, 3, H, W) in [−1, 1].
+
+        The reference converts it with torchvision's ``to_pil_image(x·0.5 + 0.5)``, which *truncates*
+        (``mul(255).byte()``: 63 of the 256 levels come back one lower), and reads the image back as
+        ``float32(img)·(2/255) − 1`` in float32 (which differs in the last bit from ``img/255·2 − 1``).
+        """
         x = video[:, :, 0].float() * 0.5 + 0.5
-        x = (x.clamp(0, 1) * 255).round() / 255
-        return x * 2 - 1
+        levels = (x.clamp(0, 1) * 255).to(torch.uint8)  # float -> uint8 truncates toward zero, as .byte()
+        return levels.float() * torch.tensor(2 / 255, dtype=torch.float32, device=levels.device) - 1
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor, device=None) -> torch.Tensor:
@@ -223,16 +228,19 @@ class Ex4dInpaintPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def vae_encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Normalised posterior mean (z − mean)/std of a (B, 3, T, H, W) video in the VAE's value range."""
+        """Normalised posterior mean (z − mean)·(1/std) of a (B, 3, T, H, W) video in the VAE's value range.
+
+        Multiplied by the reciprocal as the reference does (its scale is ``[mean, 1/std]``): the same bits.
+        """
         x = video.to(device=self._execution_device, dtype=self.vae.dtype)
         z = self.vae.encode(x).latent_dist.mode().float()
         mean, std = self._latent_stats(z.device, z.dtype)
-        return (z - mean) / std
+        return (z - mean) * (1.0 / std)
 
     @torch.no_grad()
     def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
         mean, std = self._latent_stats(latents.device, torch.float32)
-        z = (latents.float() * std + mean).to(self.vae.dtype)
+        z = (latents.float() / (1.0 / std) + mean).to(self.vae.dtype)  # the reference divides by its 1/std
         return self.vae.decode(z, return_dict=False)[0].float().clamp(-1, 1)
 
     def first_frame_condition(self, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
