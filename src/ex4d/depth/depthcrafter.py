@@ -275,7 +275,8 @@ class DepthCrafterBackend:
                           for i in range(0, video.shape[0], self.decode_chunk_size)])
 
     def _vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        latents = latents / self.vae.config.scaling_factor
+        # Multiplied by the inverse, as diffusers' SVD pipeline does (dividing differs in the last bit).
+        latents = 1 / self.vae.config.scaling_factor * latents
         out = []
         for i in range(0, latents.shape[0], self.decode_chunk_size):
             chunk = latents[i:i + self.decode_chunk_size]
@@ -283,9 +284,14 @@ class DepthCrafterBackend:
         return torch.cat(out)
 
     @torch.inference_mode()
-    def infer(self, frames: np.ndarray, progress: bool = True) -> torch.Tensor:
+    def infer(self, frames: np.ndarray, progress: bool = True, trace: dict | None = None) -> torch.Tensor:
         """The pipeline's video output (T, 3, h, w) in [0, 1] at the model's size (frames resized to a multiple of
-        :attr:`size_multiple` if needed)."""
+        :attr:`size_multiple` if needed).
+
+        ``trace``, if given, receives the intermediate tensors (for parity tests): ``video`` (T, 3, h, w) in
+        [-1, 1], ``context`` (1, T, D), ``cond`` (1, T, 4, h/s, w/s), ``init_noise`` (1, window, 4, h/s, w/s),
+        ``windows`` (each window's denoised latents), ``latents`` (1, T, 4, h/s, w/s) blended.
+        """
         from tqdm.auto import tqdm
 
         T, H, W = frames.shape[:3]
@@ -296,9 +302,12 @@ class DepthCrafterBackend:
         if (h, w) != (H, W):
             video = F.interpolate(video, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         video = (video * 2.0 - 1.0).to(dtype)
+        trace = {} if trace is None else trace
+        trace["video"] = video
 
         generator = torch.Generator(device=dev).manual_seed(self.seed)
         context = self._clip_embeddings(video).to(dtype)[None]  # (1, T, D)
+        trace["context"] = context
         noise = torch.randn(video.shape, generator=generator, device=dev, dtype=video.dtype)
         video = video + self.noise_aug_strength * noise
         upcast = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
@@ -309,6 +318,7 @@ class DepthCrafterBackend:
         finally:
             if upcast:
                 self.vae.to(torch.float16)
+        trace["cond"] = cond
         added_time_ids = torch.tensor([[self.fps_id, self.motion_bucket_id, self.noise_aug_strength]], dtype=dtype,
                                       device=dev)
 
@@ -319,6 +329,7 @@ class DepthCrafterBackend:
         c_lat = self.vae.config.latent_channels
         base = torch.randn((1, window, c_lat, *cond.shape[-2:]), generator=generator, device=dev, dtype=dtype)
         base = base * sigma_init
+        trace["init_noise"], trace["windows"] = base, []
         result = None
         do_cfg = self.guidance > 1.0
         with tqdm(total=len(spans) * self.steps, desc="depthcrafter", unit="step", disable=not progress,
@@ -344,7 +355,9 @@ class DepthCrafterBackend:
                         pred = unet_forward(self.unet, x, t, ctx_w, added_time_ids)
                     latents = self.scheduler.step(pred, t, latents).prev_sample
                     bar.update(1)
+                trace["windows"].append(latents)
                 result = latents if result is None else blend_overlap(result, latents, overlap)
+        trace["latents"] = result
         out = self._vae_decode(result[0])  # (T, 3, h, w) in [-1, 1]
         return (out / 2.0 + 0.5).clamp(0.0, 1.0)
 
