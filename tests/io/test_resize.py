@@ -79,3 +79,17 @@ def test_differs_from_float_bilinear():
     ours = resize_linear_u8(img, 64, 128)
     diff = np.abs(ours.astype(int) - flt.astype(int))
     assert diff.max() == 1 and 0.01 < (diff > 0).mean() < 0.5
+
+
+def test_planes_batch_equals_opencv_per_frame():
+    # Frames (T, C, H, W) as the generation preprocessing holds them: each frame as cv2 resizes the (H, W, C) image.
+    torch = pytest.importorskip("torch")
+    from ex4d.io.resize import resize_planes_u8
+
+    rng = np.random.default_rng(11)
+    frames = rng.integers(0, 256, (3, 45, 70, 3), dtype=np.uint8)
+    for h, w in [(32, 48), (90, 140), (51, 33)]:
+        planes = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        out = resize_planes_u8(planes, h, w).permute(0, 2, 3, 1).numpy()
+        expected = np.stack([_cv2_resize(f, h, w) for f in frames])
+        np.testing.assert_array_equal(out, expected)

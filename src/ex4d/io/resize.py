@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["resize_linear_u8", "COEF_BITS"]
+__all__ = ["resize_linear_u8", "resize_planes_u8", "COEF_BITS"]
 
 #: Bits of OpenCV's fixed-point interpolation weights (INTER_RESIZE_COEF_BITS).
 COEF_BITS = 11
@@ -65,14 +65,53 @@ def _row_taps(src: int, dst: int):
     return np.clip(i0, 0, src - 1), np.clip(i0 + 1, 0, src - 1), w0, w1
 
 
-def _area_half(img: torch.Tensor) -> torch.Tensor:
+def _area_half(x: torch.Tensor, channels: int) -> torch.Tensor:
     """OpenCV's fast INTER_AREA for exactly 2× down on both axes (what INTER_LINEAR dispatches to there)."""
-    x = img.int()
-    total = x[0::2, 0::2] + x[0::2, 1::2] + x[1::2, 0::2] + x[1::2, 1::2]
-    channels = 1 if img.dim() == 2 else img.shape[2]
+    x = x.int()
+    total = x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]
     if channels in (1, 3, 4):
         return ((total + 2) >> 2).to(torch.uint8)
     return torch.round(total.float() * 0.25).to(torch.uint8)  # sum·(1/4) rounded half to even
+
+
+def resize_planes_u8(planes: torch.Tensor, height: int, width: int, channels: int = 3) -> torch.Tensor:
+    """:func:`resize_linear_u8` on uint8 planes of any leading shape, on any device (integer arithmetic only).
+
+    Args:
+        planes: (..., H, W) uint8, e.g. frames (T, C, H, W).
+        height, width: output size (positive).
+        channels: the channel count of the images the planes come from, as OpenCV would see it; it only matters
+            for an exact 2× downscale (OpenCV's area path rounds differently for 2 channels).
+
+    Returns:
+        (..., height, width) uint8 on the same device; ``planes`` itself when the size is unchanged.
+    """
+    if planes.dtype != torch.uint8 or planes.dim() < 2:
+        raise ValueError(f"expected (..., H, W) uint8 planes, got {planes.dtype} {tuple(planes.shape)}")
+    height, width = int(height), int(width)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"output size must be positive, got {height}x{width}")
+    H, W = planes.shape[-2:]
+    if H == 0 or W == 0:
+        raise ValueError(f"cannot resize an empty image ({H}x{W})")
+    if (H, W) == (height, width):
+        return planes
+    if H == 2 * height and W == 2 * width:
+        return _area_half(planes, channels)
+
+    dev = planes.device
+    c0, c1, a0, a1 = (torch.from_numpy(v).to(dev) for v in _column_taps(W, width))
+    r0, r1, b0, b1 = _row_taps(H, height)
+    # Horizontal pass only on the source rows the vertical pass reads; values ≤ 255·2048 fit int32.
+    rows = np.unique(np.concatenate([r0, r1]))
+    src = planes.index_select(-2, torch.from_numpy(rows).to(dev))
+    # (advanced indexing gathers along the last dim much faster than index_select there)
+    horiz = (src[..., c0].int() * a0 + src[..., c1].int() * a1) >> 4
+    h0 = horiz.index_select(-2, torch.from_numpy(np.searchsorted(rows, r0)).to(dev))
+    h1 = horiz.index_select(-2, torch.from_numpy(np.searchsorted(rows, r1)).to(dev))
+    b0, b1 = (torch.from_numpy(b).to(dev).view(-1, 1) for b in (b0, b1))
+    out = (((b0 * h0) >> 16) + ((b1 * h1) >> 16) + 2) >> 2
+    return out.to(torch.uint8)
 
 
 def resize_linear_u8(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -88,29 +127,10 @@ def resize_linear_u8(image: np.ndarray, height: int, width: int) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim not in (2, 3):
         raise ValueError(f"expected an (H, W) or (H, W, C) uint8 image, got {img.dtype} {img.shape}")
-    height, width = int(height), int(width)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"output size must be positive, got {height}x{width}")
-    H, W = img.shape[:2]
-    if H == 0 or W == 0:
-        raise ValueError(f"cannot resize an empty image ({H}x{W})")
-    if (H, W) == (height, width):
+    if img.shape[:2] == (int(height), int(width)):
         return img
     x = torch.from_numpy(np.ascontiguousarray(img))
-    if H == 2 * height and W == 2 * width:
-        return _area_half(x).numpy()
-
-    c0, c1, a0, a1 = (torch.from_numpy(v) for v in _column_taps(W, width))
-    r0, r1, b0, b1 = _row_taps(H, height)
-    # Horizontal pass only on the source rows the vertical pass reads; values ≤ 255·2048 fit int32.
-    rows = np.unique(np.concatenate([r0, r1]))
-    src = x.index_select(0, torch.from_numpy(rows))
-    col_shape = (1, -1) + (1,) * (img.ndim - 2)
-    horiz = (src.index_select(1, c0).int() * a0.view(col_shape)
-             + src.index_select(1, c1).int() * a1.view(col_shape)) >> 4
-    h0 = horiz.index_select(0, torch.from_numpy(np.searchsorted(rows, r0)))
-    h1 = horiz.index_select(0, torch.from_numpy(np.searchsorted(rows, r1)))
-    row_shape = (-1,) + (1,) * (img.ndim - 1)
-    b0, b1 = torch.from_numpy(b0).view(row_shape), torch.from_numpy(b1).view(row_shape)
-    out = (((b0 * h0) >> 16) + ((b1 * h1) >> 16) + 2) >> 2
-    return out.to(torch.uint8).numpy()
+    if img.ndim == 2:
+        return resize_planes_u8(x, height, width, channels=1).numpy()
+    out = resize_planes_u8(x.permute(2, 0, 1), height, width, channels=img.shape[2])
+    return out.permute(1, 2, 0).contiguous().numpy()
