@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from . import reference_depthcrafter as ref
-from . import tiny
 
 NUM_FRAMES, WINDOW, OVERLAP = 7, 4, 2
 
@@ -26,7 +25,7 @@ def _source_frames(T=NUM_FRAMES, H=58, W=80):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, dc_dirs):
     """The reference and ``ex4d depth`` on the same mp4; ex4d's intermediate tensors are captured on the way."""
     pytest.importorskip("cv2")
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
@@ -37,7 +36,7 @@ def runs(tmp_path_factory):
     from ex4d.io.video import save_video
 
     root = tmp_path_factory.mktemp("dc_parity")
-    unet_root, svd_root = tiny.save_depthcrafter(root / "models")
+    unet_root, svd_root = dc_dirs  # tiny.save_depthcrafter: the published layouts
     video_path = save_video(root / "in.mp4", _source_frames())
 
     # the reference: its reader, components loaded as DepthCrafterDemo loads them (here in fp32)
