@@ -24,12 +24,16 @@ Inference (DepthCrafter's pipeline, as specified in §2.2; our code):
    the previous result plus that noise at σ₀ (``x = z_prev + ε·σ₀``); each window is denoised with ``steps`` Euler
    steps (guidance 1 = no CFG; above 1, SVD-style CFG against zero image embeddings and zero latents); the
    overlapping latents are then blended linearly (weight of the new window rising 0 → 1 across the overlap);
-6. VAE decode (``1/scaling_factor``, chunks of ``decode_chunk_size`` frames), to [0, 1];
+6. VAE decode (latents multiplied by ``1/scaling_factor``, as the pipeline does; chunks of ``decode_chunk_size``
+   frames), to [0, 1];
 7. the reference's conversion (§2.3): channel mean, clip-wide min–max, 3900/10000.
 
 The one architectural difference from SVD: DepthCrafter's UNet is conditioned on **one CLIP embedding per frame**
 (context (B·T, 1, D)) instead of one image embedding repeated over the frames. :func:`unet_forward` runs diffusers'
 UNet blocks with that per-frame context; everything else is diffusers' modules as they are.
+
+On the CPU in fp32 every stage equals the reference's bit for bit, from the mp4 (ex4d's frame reader reproduces
+OpenCV's decode and resize) to the depth maps: ``tests/depth/test_depthcrafter_parity.py``.
 
 Not reproduced bit for bit: the reference seeds the global RNG (``set_seed(42)``) and lets the pipeline draw from
 it; here a ``torch.Generator`` on the model's device seeded with ``seed`` draws the same two tensors in the same
