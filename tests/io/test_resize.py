@@ -93,3 +93,15 @@ def test_planes_batch_equals_opencv_per_frame():
         out = resize_planes_u8(planes, h, w).permute(0, 2, 3, 1).numpy()
         expected = np.stack([_cv2_resize(f, h, w) for f in frames])
         np.testing.assert_array_equal(out, expected)
+
+
+def test_generation_preprocessing_resizes_as_opencv():
+    # generate.py resizes the colour and mask renders with cv2.resize(frame, (width, height)) before anything else.
+    from ex4d.inpaint.preprocess import prepare_videos
+
+    rng = np.random.default_rng(5)
+    color = rng.integers(0, 256, (5, 36, 60, 3), dtype=np.uint8)
+    mask = np.full((5, 36, 60), 255, np.uint8)
+    video, _ = prepare_videos(color, mask, 32, 48, mask_erode=0)  # all seen: video = colour/255·2 − 1
+    expected = np.stack([_cv2_resize(f, 32, 48) for f in color]).astype(np.float32) / 255.0 * 2 - 1
+    np.testing.assert_allclose(video[0].permute(1, 2, 3, 0).numpy(), expected, rtol=0, atol=1e-6)
