@@ -1,7 +1,7 @@
 """``ex4d depth --backend depthcrafter`` from an mp4 equals the reference's depth step (EX-4D's reader + Tencent's
 pipeline + EX-4D's conversion, restated in ``reference_depthcrafter.py``) stage by stage, on tiny weights in the
 published layouts, with EX-4D's settings (5 steps, guidance 1, seed 42), fp32 on the CPU, over 3 windows with
-overlap (the last one shorter)."""
+overlap (the last one shorter) and across the pipeline's chunks of 8 frames."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,8 @@ import torch
 
 from . import reference_depthcrafter as ref
 
-NUM_FRAMES, WINDOW, OVERLAP = 7, 4, 2
+# 10 frames: 3 windows (0-5, 3-8, 6-10) and two chunks of 8 for CLIP, VAE encode and decode
+NUM_FRAMES, WINDOW, OVERLAP = 10, 5, 2
 
 
 def _source_frames(T=NUM_FRAMES, H=58, W=80):
@@ -87,7 +88,7 @@ def test_pipeline_stages_match(runs, stage):
 def test_three_windows_with_overlap_match(runs):
     reference, ours = runs
     assert len(reference["windows"]) == 3
-    assert [w.shape[1] for w in reference["windows"]] == [4, 4, 3]
+    assert [w.shape[1] for w in reference["windows"]] == [5, 5, 4]
     for a, b in zip(ours["windows"], reference["windows"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
