@@ -99,3 +99,30 @@ def test_depth_from_the_mp4_matches(runs):
     rel = np.abs(ours["depth"].astype(np.float64) - reference["depth"]) / reference["depth"]
     assert rel.max() <= 1e-4  # the target; on the CPU in fp32 it is 0 (every stage is bit-identical)
     np.testing.assert_array_equal(ours["depth"], reference["depth"])
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p", "yuv444p"])
+def test_decode_matches_opencvs_reader(tmp_path, pix_fmt):
+    # EX-4D decodes with cv2.VideoCapture (BGR) + cvtColor(BGR2RGB); ex4d decodes with PyAV to RGB: the same values
+    # for 8-bit video (10-bit sources are converted differently by the two libraries and are not covered).
+    av = pytest.importorskip("av")
+    cv2 = pytest.importorskip("cv2")
+    from ex4d.io.video import load_video
+
+    frames = _source_frames(T=3, H=38, W=54)
+    path = tmp_path / f"{pix_fmt}.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 54, 38, pix_fmt
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)))
+        container.mux(stream.encode())
+    cap = cv2.VideoCapture(str(path))
+    expected = []
+    while len(expected) < 3:
+        ok, bgr = cap.read()
+        assert ok
+        expected.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    ours = load_video(path, num_frames=3, height=38, width=54).frames
+    np.testing.assert_array_equal(ours, np.stack(expected))
