@@ -1,8 +1,9 @@
 """OpenCV's ``cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)`` on uint8 images, bit for bit (NumPy + torch).
 
-Why: the reference reads every video through ``cv2.resize`` (DepthCrafter's frame reader, ``generate.py``), and
-DepthCrafter's clip-wide normalisation and 1/disparity conversion turn the ±1 differences of a float bilinear
-filter into depth errors of up to 24 %. OpenCV is not a core dependency, so its fixed-point path is restated here:
+Why: the reference resizes every video with ``cv2.resize`` (EX-4D's copy of DepthCrafter's frame reader, and
+``generate.py``'s loaders). A float bilinear filter is off by ±1 on about 12 % of the pixel values, which
+DepthCrafter's clip-wide normalisation and 1/disparity conversion turn into depth errors of several per cent (up to
+24 % in issue 18's example). OpenCV is not a core dependency, so its fixed-point path is restated here:
 
 * pixel centres: source coordinate ``f = (d + 0.5)·(S/D) − 0.5`` computed in double and rounded to float32, split
   into ``floor(f)`` and the float32 fraction; a column left of 0 or at/after the last one takes that edge pixel with
