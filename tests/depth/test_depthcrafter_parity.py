@@ -25,6 +25,21 @@ def _source_frames(T=NUM_FRAMES, H=58, W=80):
     return np.stack(out)
 
 
+def _encode(path, frames, pix_fmt="yuv420p"):
+    """H.264 without colour tags (as EX-4D's own example input): OpenCV 4.x converts every stream with BT.601,
+    OpenCV 5 and PyAV honour a BT.709 tag, so only untagged streams decode alike under every OpenCV version."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)))
+        container.mux(stream.encode())
+    return path
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, dc_dirs):
     """The reference and ``ex4d depth`` on the same mp4; ex4d's intermediate tensors are captured on the way."""
@@ -34,11 +49,10 @@ def runs(tmp_path_factory, dc_dirs):
 
     from ex4d.cli import main
     from ex4d.depth.depthcrafter import DepthCrafterBackend
-    from ex4d.io.video import save_video
 
     root = tmp_path_factory.mktemp("dc_parity")
     unet_root, svd_root = dc_dirs  # tiny.save_depthcrafter: the published layouts
-    video_path = save_video(root / "in.mp4", _source_frames())
+    video_path = _encode(root / "in.mp4", _source_frames())
 
     # the reference: its reader, components loaded as DepthCrafterDemo loads them (here in fp32)
     frames = ref.read_frames(video_path, NUM_FRAMES)
@@ -104,19 +118,11 @@ def test_depth_from_the_mp4_matches(runs):
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p", "yuv444p"])
 def test_decode_matches_opencvs_reader(tmp_path, pix_fmt):
     # EX-4D decodes with cv2.VideoCapture (BGR) + cvtColor(BGR2RGB); ex4d decodes with PyAV to RGB: the same values
-    # for 8-bit video (10-bit sources are converted differently by the two libraries and are not covered).
-    av = pytest.importorskip("av")
+    # for untagged 8-bit video (10-bit sources, and BT.709-tagged ones under OpenCV 4.x, convert differently).
     cv2 = pytest.importorskip("cv2")
     from ex4d.io.video import load_video
 
-    frames = _source_frames(T=3, H=38, W=54)
-    path = tmp_path / f"{pix_fmt}.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 54, 38, pix_fmt
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)))
-        container.mux(stream.encode())
+    path = _encode(tmp_path / f"{pix_fmt}.mp4", _source_frames(T=3, H=38, W=54), pix_fmt)
     cap = cv2.VideoCapture(str(path))
     expected = []
     while len(expected) < 3:
