@@ -40,8 +40,7 @@ def _encode(path, frames, pix_fmt="yuv420p"):
     return path
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, dc_dirs):
+def _run_both(root, dc_dirs, num_frames=NUM_FRAMES, window=WINDOW, overlap=OVERLAP, steps=5, guidance=1.0):
     """The reference and ``ex4d depth`` on the same mp4; ex4d's intermediate tensors are captured on the way."""
     pytest.importorskip("cv2")
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
@@ -50,12 +49,11 @@ def runs(tmp_path_factory, dc_dirs):
     from ex4d.cli import main
     from ex4d.depth.depthcrafter import DepthCrafterBackend
 
-    root = tmp_path_factory.mktemp("dc_parity")
     unet_root, svd_root = dc_dirs  # tiny.save_depthcrafter: the published layouts
-    video_path = _encode(root / "in.mp4", _source_frames())
+    video_path = _encode(root / "in.mp4", _source_frames(T=num_frames))
 
     # the reference: its reader, components loaded as DepthCrafterDemo loads them (here in fp32)
-    frames = ref.read_frames(video_path, NUM_FRAMES)
+    frames = ref.read_frames(video_path, num_frames)
     unet = UNetSpatioTemporalConditionModel.from_pretrained(unet_root).eval()
     vae = AutoencoderKLTemporalDecoder.from_pretrained(svd_root / "vae", variant="fp16",
                                                        torch_dtype=torch.float32).eval()
@@ -63,7 +61,8 @@ def runs(tmp_path_factory, dc_dirs):
                                                             dtype=torch.float32).eval()
     processor = CLIPImageProcessor.from_pretrained(svd_root / "feature_extractor")
     scheduler = EulerDiscreteScheduler.from_pretrained(svd_root / "scheduler")
-    reference = ref.run_pipeline(frames, unet, vae, encoder, processor, scheduler, window=WINDOW, overlap=OVERLAP)
+    reference = ref.run_pipeline(frames, unet, vae, encoder, processor, scheduler, steps=steps, guidance=guidance,
+                                 window=window, overlap=overlap)
     reference["frames"] = frames
 
     # ex4d, end to end through the CLI, with a spy on the backend's inference
@@ -78,13 +77,20 @@ def runs(tmp_path_factory, dc_dirs):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(DepthCrafterBackend, "infer", spy)
         code = main(["depth", "--input-video", str(video_path), "--output", str(out), "--backend", "depthcrafter",
-                     "--depth-model", str(unet_root), "--depth-svd", str(svd_root), "--depth-window", str(WINDOW),
-                     "--depth-overlap", str(OVERLAP), "--num-frames", str(NUM_FRAMES), "--device", "cpu",
-                     "--depth-dtype", "fp32", "--no-download", "--quiet"])
+                     "--depth-model", str(unet_root), "--depth-svd", str(svd_root), "--depth-window", str(window),
+                     "--depth-overlap", str(overlap), "--depth-steps", str(steps), "--depth-guidance", str(guidance),
+                     "--num-frames", str(num_frames), "--device", "cpu", "--depth-dtype", "fp32", "--no-download",
+                     "--quiet"])
     assert code == 0
     with np.load(out) as z:
         ours["depth"] = z["depth"]
     return reference, ours
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, dc_dirs):
+    """EX-4D's settings: 5 steps, guidance 1, seed 42; 3 windows."""
+    return _run_both(tmp_path_factory.mktemp("dc_parity"), dc_dirs)
 
 
 def test_frames_are_the_references_bit_for_bit(runs):
@@ -132,3 +138,10 @@ def test_decode_matches_opencvs_reader(tmp_path, pix_fmt):
     cap.release()
     ours = load_video(path, num_frames=3, height=38, width=54).frames
     np.testing.assert_array_equal(ours, np.stack(expected))
+
+
+def test_guidance_above_one_matches(tmp_path, dc_dirs):
+    # Never used by EX-4D, but DepthCrafter's CFG (a second UNet call on zero latents and zero embeddings) is kept.
+    reference, ours = _run_both(tmp_path, dc_dirs, num_frames=3, steps=2, guidance=2.5)
+    torch.testing.assert_close(ours["latents"], reference["latents"], rtol=0, atol=0)
+    np.testing.assert_array_equal(ours["depth"], reference["depth"])

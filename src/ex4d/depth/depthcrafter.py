@@ -22,7 +22,7 @@ Inference (DepthCrafter's pipeline, as specified in §2.2; our code):
    scheduler's initial sigma) is reused: each window takes its first n frames, and the next window's noise starts with
    the last ``overlap`` noises of this one. At the first step of every later window its overlapping latents are set to
    the previous result plus that noise at σ₀ (``x = z_prev + ε·σ₀``); each window is denoised with ``steps`` Euler
-   steps (guidance 1 = no CFG; above 1, SVD-style CFG against zero image embeddings and zero latents); the
+   steps (guidance 1 = no CFG; above 1, a second UNet call on zero image embeddings and zero latents); the
    overlapping latents are then blended linearly (weight of the new window rising 0 → 1 across the overlap);
 6. VAE decode (latents multiplied by ``1/scaling_factor``, as the pipeline does; chunks of ``decode_chunk_size``
    frames), to [0, 1];
@@ -349,14 +349,11 @@ class DepthCrafterBackend:
                         sigma0 = self.scheduler.sigmas[0].to(latents)
                         latents[:, :overlap] = result[:, -overlap:] + latents[:, :overlap] / sigma_init * sigma0
                     x = torch.cat([self.scheduler.scale_model_input(latents, t), cond_w], dim=2)
-                    if do_cfg:
+                    pred = unet_forward(self.unet, x, t, ctx_w, added_time_ids)
+                    if do_cfg:  # a second UNet call, as DepthCrafter's pipeline (not one batch of two)
                         x_u = torch.cat([x[:, :, :c_lat], torch.zeros_like(cond_w)], dim=2)
-                        pred = unet_forward(self.unet, torch.cat([x_u, x]), t,
-                                            torch.cat([torch.zeros_like(ctx_w), ctx_w]), added_time_ids.repeat(2, 1))
-                        uncond, cond_pred = pred.chunk(2)
-                        pred = uncond + self.guidance * (cond_pred - uncond)
-                    else:
-                        pred = unet_forward(self.unet, x, t, ctx_w, added_time_ids)
+                        uncond = unet_forward(self.unet, x_u, t, torch.zeros_like(ctx_w), added_time_ids)
+                        pred = uncond + self.guidance * (pred - uncond)
                     latents = self.scheduler.step(pred, t, latents).prev_sample
                     bar.update(1)
                 trace["windows"].append(latents)
