@@ -106,13 +106,16 @@ def resize_planes_u8(planes: torch.Tensor, height: int, width: int, channels: in
     # Horizontal pass only on the source rows the vertical pass reads; values ≤ 255·2048 fit int32.
     rows = np.unique(np.concatenate([r0, r1]))
     src = planes.index_select(-2, torch.from_numpy(rows).to(dev))
-    # (advanced indexing gathers along the last dim much faster than index_select there)
-    horiz = (src[..., c0].int() * a0 + src[..., c1].int() * a1) >> 4
+    # (advanced indexing gathers along the last dim much faster than index_select there; in-place ops save a third)
+    horiz = src[..., c0].int().mul_(a0)
+    horiz.add_(src[..., c1].int().mul_(a1)).bitwise_right_shift_(4)
     h0 = horiz.index_select(-2, torch.from_numpy(np.searchsorted(rows, r0)).to(dev))
     h1 = horiz.index_select(-2, torch.from_numpy(np.searchsorted(rows, r1)).to(dev))
     b0, b1 = (torch.from_numpy(b).to(dev).view(-1, 1) for b in (b0, b1))
-    out = (((b0 * h0) >> 16) + ((b1 * h1) >> 16) + 2) >> 2
-    return out.to(torch.uint8)
+    # ((b0·h0) >> 16) + ((b1·h1) >> 16) + 2) >> 2
+    h0.mul_(b0).bitwise_right_shift_(16)
+    h0.add_(h1.mul_(b1).bitwise_right_shift_(16)).add_(2).bitwise_right_shift_(2)
+    return h0.to(torch.uint8)
 
 
 def resize_linear_u8(image: np.ndarray, height: int, width: int) -> np.ndarray:
