@@ -105,3 +105,15 @@ def test_generation_preprocessing_resizes_as_opencv():
     video, _ = prepare_videos(color, mask, 32, 48, mask_erode=0)  # all seen: video = colour/255·2 − 1
     expected = np.stack([_cv2_resize(f, 32, 48) for f in color]).astype(np.float32) / 255.0 * 2 - 1
     np.testing.assert_allclose(video[0].permute(1, 2, 3, 0).numpy(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_planes_on_cuda_equal_cpu():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from ex4d.io.resize import resize_planes_u8
+
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (4, 3, 90, 160), dtype=np.uint8))
+    for h, w in [(64, 128), (45, 80), (200, 300)]:
+        assert torch.equal(resize_planes_u8(x.cuda(), h, w).cpu(), resize_planes_u8(x, h, w))
