@@ -81,7 +81,8 @@ def _run_both(root, dc_dirs, num_frames=NUM_FRAMES, window=WINDOW, overlap=OVERL
 
     def spy(self, frames, progress=True, trace=None):
         ours["frames"] = frames
-        return infer(self, frames, progress, trace=ours)
+        ours["decoded"] = infer(self, frames, progress, trace=ours)  # (T, 3, h, w) in [0, 1]
+        return ours["decoded"]
 
     out = root / "depth.npz"
     with pytest.MonkeyPatch.context() as mp:
@@ -109,7 +110,7 @@ def test_frames_are_the_references_bit_for_bit(runs):
     np.testing.assert_array_equal(ours["frames"], reference["frames"])
 
 
-@pytest.mark.parametrize("stage", ["video", "context", "cond", "init_noise", "latents"])
+@pytest.mark.parametrize("stage", ["video", "context", "cond", "init_noise", "latents", "decoded"])
 def test_pipeline_stages_match(runs, stage):
     reference, ours = runs
     torch.testing.assert_close(ours[stage], reference[stage], rtol=0, atol=0)
