@@ -22,14 +22,18 @@ Inference (DepthCrafter's pipeline, as specified in §2.2; our code):
    scheduler's initial sigma) is reused: each window takes its first n frames, and the next window's noise starts with
    the last ``overlap`` noises of this one. At the first step of every later window its overlapping latents are set to
    the previous result plus that noise at σ₀ (``x = z_prev + ε·σ₀``); each window is denoised with ``steps`` Euler
-   steps (guidance 1 = no CFG; above 1, SVD-style CFG against zero image embeddings and zero latents); the
+   steps (guidance 1 = no CFG; above 1, a second UNet call on zero image embeddings and zero latents); the
    overlapping latents are then blended linearly (weight of the new window rising 0 → 1 across the overlap);
-6. VAE decode (``1/scaling_factor``, chunks of ``decode_chunk_size`` frames), to [0, 1];
+6. VAE decode (latents multiplied by ``1/scaling_factor``, as the pipeline does; chunks of ``decode_chunk_size``
+   frames), to [0, 1];
 7. the reference's conversion (§2.3): channel mean, clip-wide min–max, 3900/10000.
 
 The one architectural difference from SVD: DepthCrafter's UNet is conditioned on **one CLIP embedding per frame**
 (context (B·T, 1, D)) instead of one image embedding repeated over the frames. :func:`unet_forward` runs diffusers'
 UNet blocks with that per-frame context; everything else is diffusers' modules as they are.
+
+On the CPU in fp32 every stage equals the reference's bit for bit, from the mp4 (ex4d's frame reader reproduces
+OpenCV's decode and resize) to the depth maps: ``tests/depth/test_depthcrafter_parity.py``.
 
 Not reproduced bit for bit: the reference seeds the global RNG (``set_seed(42)``) and lets the pipeline draw from
 it; here a ``torch.Generator`` on the model's device seeded with ``seed`` draws the same two tensors in the same
@@ -275,7 +279,8 @@ class DepthCrafterBackend:
                           for i in range(0, video.shape[0], self.decode_chunk_size)])
 
     def _vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        latents = latents / self.vae.config.scaling_factor
+        # Multiplied by the inverse, as diffusers' SVD pipeline does (dividing differs in the last bit).
+        latents = 1 / self.vae.config.scaling_factor * latents
         out = []
         for i in range(0, latents.shape[0], self.decode_chunk_size):
             chunk = latents[i:i + self.decode_chunk_size]
@@ -283,9 +288,14 @@ class DepthCrafterBackend:
         return torch.cat(out)
 
     @torch.inference_mode()
-    def infer(self, frames: np.ndarray, progress: bool = True) -> torch.Tensor:
+    def infer(self, frames: np.ndarray, progress: bool = True, trace: dict | None = None) -> torch.Tensor:
         """The pipeline's video output (T, 3, h, w) in [0, 1] at the model's size (frames resized to a multiple of
-        :attr:`size_multiple` if needed)."""
+        :attr:`size_multiple` if needed).
+
+        ``trace``, if given, receives the intermediate tensors (for parity tests): ``video`` (T, 3, h, w) in
+        [-1, 1], ``context`` (1, T, D), ``cond`` (1, T, 4, h/s, w/s), ``init_noise`` (1, window, 4, h/s, w/s),
+        ``windows`` (each window's denoised latents), ``latents`` (1, T, 4, h/s, w/s) blended.
+        """
         from tqdm.auto import tqdm
 
         T, H, W = frames.shape[:3]
@@ -296,9 +306,12 @@ class DepthCrafterBackend:
         if (h, w) != (H, W):
             video = F.interpolate(video, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         video = (video * 2.0 - 1.0).to(dtype)
+        trace = {} if trace is None else trace
+        trace["video"] = video
 
         generator = torch.Generator(device=dev).manual_seed(self.seed)
         context = self._clip_embeddings(video).to(dtype)[None]  # (1, T, D)
+        trace["context"] = context
         noise = torch.randn(video.shape, generator=generator, device=dev, dtype=video.dtype)
         video = video + self.noise_aug_strength * noise
         upcast = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
@@ -309,6 +322,7 @@ class DepthCrafterBackend:
         finally:
             if upcast:
                 self.vae.to(torch.float16)
+        trace["cond"] = cond
         added_time_ids = torch.tensor([[self.fps_id, self.motion_bucket_id, self.noise_aug_strength]], dtype=dtype,
                                       device=dev)
 
@@ -319,6 +333,7 @@ class DepthCrafterBackend:
         c_lat = self.vae.config.latent_channels
         base = torch.randn((1, window, c_lat, *cond.shape[-2:]), generator=generator, device=dev, dtype=dtype)
         base = base * sigma_init
+        trace["init_noise"], trace["windows"] = base, []
         result = None
         do_cfg = self.guidance > 1.0
         with tqdm(total=len(spans) * self.steps, desc="depthcrafter", unit="step", disable=not progress,
@@ -334,17 +349,16 @@ class DepthCrafterBackend:
                         sigma0 = self.scheduler.sigmas[0].to(latents)
                         latents[:, :overlap] = result[:, -overlap:] + latents[:, :overlap] / sigma_init * sigma0
                     x = torch.cat([self.scheduler.scale_model_input(latents, t), cond_w], dim=2)
-                    if do_cfg:
+                    pred = unet_forward(self.unet, x, t, ctx_w, added_time_ids)
+                    if do_cfg:  # a second UNet call, as DepthCrafter's pipeline (not one batch of two)
                         x_u = torch.cat([x[:, :, :c_lat], torch.zeros_like(cond_w)], dim=2)
-                        pred = unet_forward(self.unet, torch.cat([x_u, x]), t,
-                                            torch.cat([torch.zeros_like(ctx_w), ctx_w]), added_time_ids.repeat(2, 1))
-                        uncond, cond_pred = pred.chunk(2)
-                        pred = uncond + self.guidance * (cond_pred - uncond)
-                    else:
-                        pred = unet_forward(self.unet, x, t, ctx_w, added_time_ids)
+                        uncond = unet_forward(self.unet, x_u, t, torch.zeros_like(ctx_w), added_time_ids)
+                        pred = uncond + self.guidance * (pred - uncond)
                     latents = self.scheduler.step(pred, t, latents).prev_sample
                     bar.update(1)
+                trace["windows"].append(latents)
                 result = latents if result is None else blend_overlap(result, latents, overlap)
+        trace["latents"] = result
         out = self._vae_decode(result[0])  # (T, 3, h, w) in [-1, 1]
         return (out / 2.0 + 0.5).clamp(0.0, 1.0)
 

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ex4d.errors import InputError, InputWarning, option
 from ex4d.io.atomic import atomic_path
+from ex4d.io.resize import resize_linear_u8
 from ex4d.utils.sorting import natural_key
 
 __all__ = ["Video", "IMAGE_EXTENSIONS", "reference_size", "load_video", "save_video", "probe_video"]
@@ -132,12 +131,8 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 def _resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of one (H, W, 3) uint8 frame; matches OpenCV's INTER_LINEAR (no antialiasing)."""
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-    y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    """Bilinear resize of one (H, W, 3) uint8 frame: OpenCV's INTER_LINEAR bit for bit, as the reference reads."""
+    return resize_linear_u8(rgb, height, width)
 
 
 def _open(path: Path):
