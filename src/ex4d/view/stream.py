@@ -86,7 +86,8 @@ def unpack_chunk(data: bytes) -> tuple[dict, np.ndarray, np.ndarray]:
     """Read a chunk back (the page's decoder, in Python, for tests and tools).
 
     Returns:
-        (header dict, frames (T, H, W, 3) uint8, depth_z (T, H, W) float32 as the page reconstructs it).
+        (header dict, frames (T, H, W, 3) uint8, depth_z (T, H, W) float32 as the page reconstructs it, or None
+        for a colour-only chunk).
     """
     if data[:8] != MAGIC:
         raise ValueError("not an ex4d view chunk")
@@ -97,10 +98,11 @@ def unpack_chunk(data: bytes) -> tuple[dict, np.ndarray, np.ndarray]:
     n = count * height * width
     rgba = np.frombuffer(data, np.uint8, n * 4, offset).reshape(count, height, width, 4)
     offset += n * 4
+    depth = None
     if header["encoding"] == "log16":
         codes = np.frombuffer(data, "<u2", n, offset).reshape(count, height, width)
         depth = decode_log16(codes, np.asarray(header["lo"]), np.asarray(header["step"]))
-    else:
+    elif header["encoding"] == "f32":
         depth = np.frombuffer(data, "<f4", n, offset).reshape(count, height, width).astype(np.float32)
     return header, np.ascontiguousarray(rgba[..., :3]), depth
 
