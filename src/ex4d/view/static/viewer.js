@@ -643,6 +643,14 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
       for (let y = 0; y < v.height; y++) flipped.set(px.subarray((v.height - 1 - y) * row, (v.height - y) * row), y * row);
       return { width: v.width, height: v.height, rgba: toBase64(flipped) };
     },
+    // The output video as shown under the holes in "view from the path" mode: {width, height, rgba} or null.
+    outputSnapshot() {
+      drawOutput();
+      const under = el('under');
+      if (under.hidden) return null;
+      const img = under.getContext('2d').getImageData(0, 0, under.width, under.height);
+      return { width: under.width, height: under.height, rgba: toBase64(new Uint8Array(img.data.buffer)) };
+    },
     startRecording() { S.recording = true; },
     stopRecording() { S.recording = false; },
     recordNow() { S.flight.set(S.frame, workingCamera()); },

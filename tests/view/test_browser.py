@@ -1,0 +1,168 @@
+"""The viewer in a real browser (Debian's headless Chromium with SwiftShader's software WebGL2, driven by Playwright).
+
+* For fixed cameras set through the page's JS API, the canvas equals ex4d's own render (:func:`ex4d.reconstruction.
+  recon`) of the same frame and camera on the ground-truth demo scene at 256²: mask IoU >= 0.98 and PSNR >= 30 dB on
+  pixels both mark seen, for the 16-bit log-depth stream and the lossless float32 one.
+* A flight recorded in the page, exported as a file, runs through ``ex4d run --cam`` with the same cameras (<= 1e-5);
+  the run folder then opens in the viewer, whose "view from the path" mode shows the run's own render (same mask) and
+  its output video under the holes; the file loads back into the view.
+"""
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ex4d.geometry.trajectory import Trajectory, look_at, make_trajectory, reference_radius
+from ex4d.io.trajectory_file import load_trajectory
+from ex4d.io.video import Video, save_video
+from ex4d.reconstruction import recon
+from ex4d.view.server import ViewApp, serve_in_thread
+from ex4d.view.source import from_run
+from tests.view.conftest import make_source, scene_clip
+
+CHROMIUM = Path("/usr/bin/chromium")
+# software WebGL2 (SwiftShader through ANGLE): what a CI machine without a GPU has
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--use-angle=swiftshader",
+                 "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+SIZE, FRAMES = 256, 4
+
+sync_api = pytest.importorskip("playwright.sync_api", reason='needs playwright: pip install "ex4d[uitest]"')
+if not CHROMIUM.is_file():
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return scene_clip(num_frames=FRAMES, size=SIZE)
+
+
+def open_view(browser, url):
+    page = browser.new_page(viewport={"width": 900, "height": 600})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.evaluate("() => window.ex4dView.ready")
+    assert not errors, errors
+    return page
+
+
+def decode(snap) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(snap["rgba"]), np.uint8).reshape(snap["height"], snap["width"], 4)
+
+
+def snapshot(page, t, w2c, K, size):
+    page.evaluate("(t) => window.ex4dView.setFrame(t)", t)
+    page.evaluate("([w, K, W, H]) => window.ex4dView.setCamera(w, K, W, H)",
+                  [np.asarray(w2c).tolist(), np.asarray(K).tolist(), size[1], size[0]])
+    return decode(page.evaluate("() => window.ex4dView.snapshot()"))
+
+
+def agreement(rgba, color, mask):
+    seen = rgba[..., 3] > 127
+    iou = (seen & mask).sum() / max((seen | mask).sum(), 1)
+    both = seen & mask
+    mse = np.mean((rgba[..., :3][both].astype(np.float64) - color[both]) ** 2)
+    return iou, 10 * np.log10(255.0**2 / max(mse, 1e-12)), int(both.sum())
+
+
+def cameras(depth, K):
+    """Two paths: the reference's 180° preset, and a raised view from the left with a longer focal length."""
+    radius = reference_radius(depth[0])
+    preset = make_trajectory("180", FRAMES, radius)
+    eyes = np.stack([np.array([-0.4 - 0.3 * t, -0.5, 0.3]) for t in range(FRAMES)])
+    raised = look_at(eyes, np.array([0.0, 0.2, radius + 1.0]))
+    zoomed = K.copy()
+    zoomed[:2, :2] *= 1.3
+    return {"180": (preset.w2c, K), "raised": (raised, zoomed)}
+
+
+@pytest.mark.parametrize("encoding", ["log16", "f32"])
+def test_canvas_equals_ex4d_render(browser, scene, encoding):
+    frames, depth, K = scene
+    source = make_source(frames, depth, K)
+    server, url = serve_in_thread(ViewApp(source, encoding=encoding))
+    try:
+        page = open_view(browser, url)
+        video = Video(frames=frames, fps=15.0, source_size=(SIZE, SIZE))
+        for name, (w2c, K_target) in cameras(depth, K).items():
+            ref = recon(video, depth, cam=Trajectory(w2c=w2c, K=np.repeat(K_target[None], FRAMES, 0), name=name),
+                        intrinsics=K, num_frames=None, device="cpu", progress=False)
+            for t in range(1, FRAMES):  # frame 0 of a preset is the source frame itself, copied by recon
+                rgba = snapshot(page, t, w2c[t], K_target, (SIZE, SIZE))
+                iou, psnr, n = agreement(rgba, ref.color[t], ref.mask[t])
+                assert n > 0.2 * SIZE * SIZE and 0 < (~ref.mask[t]).sum(), (name, t)  # views with holes
+                assert iou >= 0.98 and psnr >= 30, (encoding, name, t, iou, psnr)
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_recorded_flight_runs_through_ex4d_run(browser, scene, tmp_path):
+    from ex4d.run import run
+
+    frames, depth, K = scene
+    server, url = serve_in_thread(ViewApp(make_source(frames, depth, K)))
+    try:
+        page = open_view(browser, url)
+        recorded = []
+        for t in range(FRAMES):  # fly: orbit, pan and move forward a little each frame, recording as it goes
+            page.evaluate("(t) => window.ex4dView.setFrame(t)", t)
+            page.evaluate("(t) => { const v = window.ex4dView; v.orbit(0.08, 0.03); v.pan(20, -10); v.fly(2, 0.05); "
+                          "v.recordNow(); }", t)
+            recorded.append(np.asarray(page.evaluate("() => window.ex4dView.getCamera().working.w2c")))
+        exported = page.evaluate("() => window.ex4dView.exportFlight('json')")
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    recorded = np.stack(recorded)
+    assert np.linalg.norm(recorded[-1, :3, 3] - recorded[0, :3, 3]) > 0.1  # the camera really moved
+    flight = tmp_path / exported["name"]
+    flight.write_bytes(base64.b64decode(exported["base64"]))
+    np.testing.assert_allclose(load_trajectory(flight, FRAMES).w2c, recorded, atol=1e-9)
+
+    video = save_video(tmp_path / "scene.mp4", frames, fps=15)
+    np.savez(tmp_path / "depth.npz", depth=depth, intrinsics=K)
+    out = tmp_path / "run"
+    run(video, out, cams=[str(flight)], depth=tmp_path / "depth.npz", num_frames=FRAMES, device="cpu",
+        progress=False)
+    with np.load(out / "camera_flight.npz") as cam:
+        assert np.abs(cam["w2c"] - recorded).max() <= 1e-5
+
+    # The run folder in the viewer: following the flight path shows the run's render and its output video.
+    source = from_run(out)
+    server, url = serve_in_thread(ViewApp(source))
+    try:
+        page = open_view(browser, url)
+        assert page.evaluate("() => window.ex4dView.info.paths.map(p => [p.name, p.output])") == [["flight", True]]
+        page.evaluate("() => window.ex4dView.selectPath(0, true)")
+        with np.load(out / "cache" / "render_flight.npz") as render:
+            color, mask = render["color"], render["mask"]
+        for t in (1, FRAMES - 1):
+            page.evaluate("(t) => window.ex4dView.setFrame(t)", t)
+            rgba = decode(page.evaluate("() => window.ex4dView.snapshot()"))
+            iou, psnr, _ = agreement(rgba, color[t], mask[t])
+            assert iou >= 0.98 and psnr >= 30, (t, iou, psnr)
+            under = decode(page.evaluate("() => window.ex4dView.outputSnapshot()"))
+            np.testing.assert_array_equal(under[..., :3], source.output_frames("flight")[t])
+        # and the exported file loads back as a path of the view, with the same cameras
+        doc = page.evaluate("(text) => window.ex4dView.loadTrajectoryText('again.json', text)", flight.read_text())
+        np.testing.assert_allclose(doc["w2c"], recorded, atol=1e-9)
+        assert page.evaluate("() => window.ex4dView.info.paths.length") == 1  # server info unchanged
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
