@@ -10,24 +10,17 @@
 'use strict';
 
 (function () {
-  const MESH_VS = `#version 300 es
-precision highp float; precision highp int;
+  // Shared by the occluder pass and the mesh: the source depth as vertex positions (ex4d.mesh.build).
+  const GRID_GLSL = `
 #ifdef LOG16
 uniform highp usampler2D uDepth;
 #else
 uniform highp sampler2D uDepth;
 #endif
-uniform highp sampler2D uColor;
 uniform ivec2 uSize;          // source W, H
 uniform vec4 uSrcK;           // fx, fy, cx, cy of the source camera
 uniform vec2 uLogLoStep;      // log16: z = exp(lo + q * step)
-uniform float uOffset, uBorder, uCosLimit;
-uniform mat4 uW2C;
-uniform vec4 uDstK;           // fx, fy, cx, cy of the view camera
-uniform vec2 uDstSize;        // view W, H
-uniform float uNear, uFar;
-out vec4 vRGBA;
-out float vZ;
+uniform float uOffset, uBorder;
 
 float depthAt(ivec2 p) {
   if (p.x <= 0 || p.y <= 0 || p.x >= uSize.x - 1 || p.y >= uSize.y - 1) return uBorder;
@@ -40,14 +33,22 @@ float depthAt(ivec2 p) {
 vec3 pointAt(ivec2 p) {
   float z = depthAt(p);
   return vec3((float(p.x) + uOffset - uSrcK.z) / uSrcK.x * z, (float(p.y) + uOffset - uSrcK.w) / uSrcK.y * z, z);
-}
+}`;
+
+  // Occluder pass, once per new frame: one fragment per vertex of the grid (texel (u, v) = vertex v*W + u).
+  const OCC_VS = `#version 300 es
+void main() { gl_Position = vec4(gl_VertexID == 1 ? 3.0 : -1.0, gl_VertexID == 2 ? 3.0 : -1.0, 0.0, 1.0); }`;
+  const OCC_FS = `#version 300 es
+precision highp float; precision highp int;
+${GRID_GLSL}
+uniform float uCosLimit;
+out vec4 outOcc;
 // ex4d.mesh.filters: an angle is below the threshold iff a.b > cos(threshold) (|a||b| + 1e-12)
 bool sharp(vec3 a, vec3 b) { return dot(a, b) > uCosLimit * (length(a) * length(b) + 1e-12); }
 bool stretched(vec3 a, vec3 b, vec3 c) { return sharp(b - a, c - a) || sharp(a - b, c - b) || sharp(a - c, b - c); }
-
 void main() {
   int W = uSize.x, H = uSize.y;
-  ivec2 p = ivec2(gl_VertexID % W, gl_VertexID / W);
+  ivec2 p = ivec2(gl_FragCoord.xy);
   vec3 P = pointAt(p);
   bool left = p.x > 0, right = p.x < W - 1, up = p.y > 0, down = p.y < H - 1;
   // the six faces around vertex p (blocks: TL, TR, BL, BR; faces (BL, TL, TR) and (BL, TR, BR))
@@ -59,7 +60,25 @@ void main() {
   if (left && down) occ = occ || stretched(DL, L, P) || stretched(DL, P, D);    // TR of block (v, u-1)
   if (right && up) occ = occ || stretched(P, U, UR) || stretched(P, UR, R);     // BL of block (v-1, u)
   if (left && up) occ = occ || stretched(L, U, P);                              // BR of block (v-1, u-1): second
-  vRGBA = occ ? vec4(0.0) : vec4(texelFetch(uColor, p, 0).rgb, 1.0);
+  outOcc = vec4(occ ? 1.0 : 0.0);
+}`;
+
+  const MESH_VS = `#version 300 es
+precision highp float; precision highp int;
+${GRID_GLSL}
+uniform highp sampler2D uColor;
+uniform highp sampler2D uOcc;
+uniform mat4 uW2C;
+uniform vec4 uDstK;           // fx, fy, cx, cy of the view camera
+uniform vec2 uDstSize;        // view W, H
+uniform float uNear, uFar;
+out vec4 vRGBA;
+out float vZ;
+void main() {
+  ivec2 p = ivec2(gl_VertexID % uSize.x, gl_VertexID / uSize.x);
+  vec3 P = pointAt(p);
+  // an occluder vertex is transparent black (RGBA = 0), as in ex4d's DW-Mesh
+  vRGBA = texelFetch(uOcc, p, 0).r > 0.5 ? vec4(0.0) : vec4(texelFetch(uColor, p, 0).rgb, 1.0);
   vec3 c = (uW2C * vec4(P, 1.0)).xyz;
   vZ = c.z;
   // OpenCV pinhole -> clip space: pixel (u, v) from the top-left; near/far clip as ex4d's rasteriser
@@ -162,7 +181,7 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
   function program(vs, fs, defines) {
     const p = gl.createProgram();
     gl.attachShader(p, compile(gl.VERTEX_SHADER, vs, defines));
-    gl.attachShader(p, compile(gl.FRAGMENT_SHADER, fs));
+    gl.attachShader(p, compile(gl.FRAGMENT_SHADER, fs, defines));
     gl.linkProgram(p);
     if (!gl.getProgramParameter(p, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(p));
     const u = {};
@@ -171,11 +190,13 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     return { p, u };
   }
 
-  let meshProg, lineProg, indexBuf, indexCount, emptyVao, lineVao, lineBuf, colorTex, depthTex;
+  let meshProg, occProg, lineProg, indexBuf, indexCount, emptyVao, lineVao, lineBuf, colorTex, depthTex, occTex, occFbo;
 
   function setupGL(info) {
     const W = info.width, H = info.height;
-    meshProg = program(MESH_VS, MESH_FS, info.encoding === 'log16' ? '#define LOG16\n' : '');
+    const defines = info.encoding === 'log16' ? '#define LOG16\n' : '';
+    meshProg = program(MESH_VS, MESH_FS, defines);
+    occProg = program(OCC_VS, OCC_FS, defines);
     lineProg = program(LINE_VS, LINE_FS);
     // ex4d.mesh.build.grid_faces: all (BL, TL, TR), then all (BL, TR, BR), then the two caps
     const blocks = (H - 1) * (W - 1);
@@ -213,7 +234,14 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     depthTex = gl.createTexture();
     gl.bindTexture(gl.TEXTURE_2D, depthTex);
     gl.texStorage2D(gl.TEXTURE_2D, 1, info.encoding === 'log16' ? gl.R16UI : gl.R32F, W, H);
-    for (const t of [colorTex, depthTex]) {
+    occTex = gl.createTexture();
+    gl.bindTexture(gl.TEXTURE_2D, occTex);
+    gl.texStorage2D(gl.TEXTURE_2D, 1, gl.R8, W, H);
+    occFbo = gl.createFramebuffer();
+    gl.bindFramebuffer(gl.FRAMEBUFFER, occFbo);
+    gl.framebufferTexture2D(gl.FRAMEBUFFER, gl.COLOR_ATTACHMENT0, gl.TEXTURE_2D, occTex, 0);
+    gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+    for (const t of [colorTex, depthTex, occTex]) {
       gl.bindTexture(gl.TEXTURE_2D, t);
       gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
       gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
@@ -296,7 +324,32 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     else gl.texSubImage2D(gl.TEXTURE_2D, 0, 0, 0, W, H, gl.RED, gl.FLOAT, f.depth);
     S.shown = { lo: f.lo, step: f.step };
     S.shownFrame = t;
+    occluderPass();
     return true;
+  }
+  function gridUniforms(prog) {
+    const info = S.info, K = srcK(S.shownFrame);
+    gl.activeTexture(gl.TEXTURE1); gl.bindTexture(gl.TEXTURE_2D, depthTex);
+    gl.uniform1i(prog.u.uDepth, 1);
+    gl.uniform2i(prog.u.uSize, info.width, info.height);
+    gl.uniform4f(prog.u.uSrcK, K[0][0], K[1][1], K[0][2], K[1][2]);
+    gl.uniform2f(prog.u.uLogLoStep, S.shown.lo, S.shown.step);
+    gl.uniform1f(prog.u.uOffset, info.pixel_offset);
+    gl.uniform1f(prog.u.uBorder, info.border_depth);
+  }
+  // Which vertices are occluders (RGBA = 0): once per frame, into occTex.
+  function occluderPass() {
+    gl.bindFramebuffer(gl.FRAMEBUFFER, occFbo);
+    gl.viewport(0, 0, S.info.width, S.info.height);
+    gl.disable(gl.DEPTH_TEST);
+    gl.disable(gl.BLEND);
+    gl.useProgram(occProg.p);
+    gridUniforms(occProg);
+    gl.uniform1f(occProg.u.uCosLimit, Math.fround(Math.cos(S.info.min_angle_deg * Math.PI / 180)));
+    gl.bindVertexArray(emptyVao);  // no attributes: the triangle comes from gl_VertexID
+    gl.drawArrays(gl.TRIANGLES, 0, 3);
+    gl.bindVertexArray(null);
+    gl.bindFramebuffer(gl.FRAMEBUFFER, null);
   }
 
   // ---------- cameras ----------
@@ -341,19 +394,13 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     gl.uniform1f(prog.u.uFar, S.info.far);
   }
   function drawMesh(v) {
-    const info = S.info, K = srcK(S.shownFrame);
     gl.useProgram(meshProg.p);
+    gridUniforms(meshProg);
     gl.activeTexture(gl.TEXTURE0); gl.bindTexture(gl.TEXTURE_2D, colorTex);
-    gl.activeTexture(gl.TEXTURE1); gl.bindTexture(gl.TEXTURE_2D, depthTex);
+    gl.activeTexture(gl.TEXTURE2); gl.bindTexture(gl.TEXTURE_2D, occTex);
     gl.uniform1i(meshProg.u.uColor, 0);
-    gl.uniform1i(meshProg.u.uDepth, 1);
-    gl.uniform2i(meshProg.u.uSize, info.width, info.height);
-    gl.uniform4f(meshProg.u.uSrcK, K[0][0], K[1][1], K[0][2], K[1][2]);
-    gl.uniform2f(meshProg.u.uLogLoStep, S.shown.lo, S.shown.step);
-    gl.uniform1f(meshProg.u.uOffset, info.pixel_offset);
-    gl.uniform1f(meshProg.u.uBorder, info.border_depth);
-    gl.uniform1f(meshProg.u.uCosLimit, Math.fround(Math.cos(info.min_angle_deg * Math.PI / 180)));
-    gl.uniform1f(meshProg.u.uAlphaThreshold, info.alpha_threshold);
+    gl.uniform1i(meshProg.u.uOcc, 2);
+    gl.uniform1f(meshProg.u.uAlphaThreshold, S.info.alpha_threshold);
     setCameraUniforms(meshProg, v);
     gl.bindVertexArray(emptyVao);
     gl.drawElements(gl.TRIANGLES, indexCount, gl.UNSIGNED_INT, 0);
