@@ -462,13 +462,17 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     panel.hidden = !p;
     const followFill = S.follow && S.showFill && f && !S.fixed;
     under.hidden = !followFill;
-    el('tint').hidden = !(followFill && S.showTint);
     if (!f) return;
     const e = S.outputs.get(p.name).get(chunkOf(S.frame)).data.head;
     const img = new ImageData(new Uint8ClampedArray(f.rgba.buffer, f.rgba.byteOffset, f.rgba.length), e.width, e.height);
     for (const c of followFill ? [panel, under] : [panel]) {
       if (c.width !== e.width || c.height !== e.height) { c.width = e.width; c.height = e.height; }
       c.getContext('2d').putImageData(img, 0, 0);
+    }
+    if (followFill && S.showTint) {  // only the holes show it: the geometry's canvas covers the seen pixels
+      const ctx = under.getContext('2d');
+      ctx.fillStyle = 'rgba(255, 0, 200, 0.35)';
+      ctx.fillRect(0, 0, under.width, under.height);
     }
   }
 
@@ -695,6 +699,10 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
       drawOutput();
       const under = el('under');
       if (under.hidden) return null;
+      const tint = S.showTint;
+      S.showTint = false;  // the output frame itself
+      drawOutput();
+      S.showTint = tint;
       const img = under.getContext('2d').getImageData(0, 0, under.width, under.height);
       return { width: under.width, height: under.height, rgba: toBase64(new Uint8Array(img.data.buffer)) };
     },
