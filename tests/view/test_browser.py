@@ -171,3 +171,44 @@ def test_recorded_flight_runs_through_ex4d_run(browser, scene, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class SlowApp(ViewApp):
+    """A server whose chunks take 1 s each (a slow disk or network), recording which ranges were asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requested = []
+
+    def chunk(self, query):
+        import time
+
+        self.requested.append(int(query["start"][0]))
+        time.sleep(1.0)
+        return super().chunk(query)
+
+
+def test_streams_around_the_playhead_and_never_waits(browser):
+    frames, depth, K = scene_clip(num_frames=40, size=32)
+    # 10 chunks; 4 frames last 0.27 s at 15 fps: three chunks ahead (0.8 s) cannot hide a 1 s fetch
+    app = SlowApp(make_source(frames, depth, K), chunk_frames=4)
+    server, url = serve_in_thread(app)
+    try:
+        page = open_view(browser, url)
+        page.wait_for_timeout(1500)
+        # only the chunks around frame 0: the current one, three ahead and one behind (wrapping to the end)
+        assert set(app.requested) <= {0, 4, 8, 12, 36}, app.requested
+        page.evaluate("() => window.ex4dView.play()")
+        seen_frames, stats = set(), []
+        for _ in range(12):
+            page.wait_for_timeout(250)
+            stats.append(page.evaluate("() => window.ex4dView.stats()"))
+            seen_frames.add(stats[-1]["frame"])
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert max(s["chunks"] for s in stats) <= 5  # never the whole clip in the page
+    # the clock kept going while geometry was late: frames advanced at the clip's rate, some shown late (stalls)
+    assert len(seen_frames) >= 8 and stats[-1]["stalls"] > 0, (seen_frames, stats[-1])
+    assert len(set(app.requested)) > 5  # and it streamed on as it played

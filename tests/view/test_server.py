@@ -78,6 +78,11 @@ def test_page_info_and_chunks(served):
     assert _status(url + "api/chunk?start=x")[0] == 400
     code, message = _status(url + "api/output?name=90&start=0")
     assert code == 400 and "no output video" in message
+    # a request for another host name (DNS rebinding) is refused
+    foreign = urllib.request.Request(url + "api/info", headers={"Host": "evil.example:80"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(foreign, timeout=20)
+    assert refused.value.code == 403
 
 
 def test_trajectory_export_and_load_use_ex4d_files(served, tmp_path):

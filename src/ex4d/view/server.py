@@ -12,7 +12,8 @@ Routes (all GET unless noted):
 * POST ``/api/trajectory/load?name=FILE``: body = a trajectory file; answers ``{"name", "w2c", "K"}`` as
   ``ex4d run --cam FILE`` would see it for this clip (keyframes interpolated to every frame).
 
-Bound to 127.0.0.1 only: nothing is reachable from other machines, and nothing is fetched from the network.
+Bound to 127.0.0.1 only, and answering only requests addressed to 127.0.0.1 or localhost: nothing is reachable from
+other machines, and nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -193,7 +194,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise InputError(f"request body of {length} bytes is too large")
         return self.rfile.read(length)
 
+    def _foreign_host(self) -> bool:
+        """True (and answered 403) for a request naming another host: a page elsewhere that points a name at
+        127.0.0.1 (DNS rebinding) cannot read the clip."""
+        port = self.server.server_address[1]
+        if self.headers.get("Host", "") in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            return False
+        self._error(403, "this server answers requests for 127.0.0.1 only")
+        return True
+
     def do_GET(self):  # noqa: N802 - http.server's name
+        if self._foreign_host():
+            return
         url = urlparse(self.path)
         query = parse_qs(url.query)
         try:
@@ -220,6 +232,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, str(exc))
 
     def do_POST(self):  # noqa: N802
+        if self._foreign_host():
+            return
         url = urlparse(self.path)
         query = parse_qs(url.query)
         try:
@@ -235,11 +249,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, str(exc) if isinstance(exc, InputError) else f"bad request: {exc}")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # the page dropped a request it no longer needs (a chunk behind the playhead, a closed tab): not an error
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def make_server(app: ViewApp, port: int = 0, quiet: bool = True) -> ThreadingHTTPServer:
     """A threading HTTP server for ``app`` on 127.0.0.1 (``port`` 0: any free port; see ``server_address``)."""
     handler = type("ViewHandler", (_Handler,), {"app": app, "quiet": quiet})
-    server = ThreadingHTTPServer((HOST, port), handler)
-    server.daemon_threads = True
+    server = _Server((HOST, port), handler)
     return server
 
 
