@@ -9,7 +9,6 @@
 """
 
 import base64
-import json
 from pathlib import Path
 
 import numpy as np

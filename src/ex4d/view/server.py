@@ -24,7 +24,6 @@ import tempfile
 import threading
 from collections import OrderedDict
 from functools import partial
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
