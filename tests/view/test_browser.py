@@ -211,3 +211,31 @@ def test_streams_around_the_playhead_and_never_waits(browser):
     # the clock kept going while geometry was late: frames advanced at the clip's rate, some shown late (stalls)
     assert len(seen_frames) >= 8 and stats[-1]["stalls"] > 0, (seen_frames, stats[-1])
     assert len(set(app.requested)) > 5  # and it streamed on as it played
+
+
+def test_free_view_frame_is_the_recorded_camera(browser):
+    """In the free view, the working frame (the dashed outline) shows exactly what the recorded camera renders."""
+    frames, depth, K = scene_clip(num_frames=3, size=64)
+    K[0, 2] += 3.0  # an off-centre principal point must stay where it is in the frame
+    server, url = serve_in_thread(ViewApp(make_source(frames, depth, K)))
+    try:
+        page = open_view(browser, url)
+        page.evaluate("() => { const s = document.getElementById('stage'); s.style.flex = 'none'; "
+                      "s.style.width = '128px'; s.style.height = '64px'; }")  # twice as wide: scale 1, 32 px margins
+        page.evaluate("() => window.ex4dView.setFrame(1)")
+        page.evaluate("() => { const v = window.ex4dView; v.orbit(0.15, 0.05); v.fly(2, 0.2); }")
+        free = decode(page.evaluate("() => window.ex4dView.snapshot()"))
+        working = page.evaluate("() => window.ex4dView.getCamera().working")
+        frame = page.evaluate("() => { const r = document.getElementById('frame').getBoundingClientRect(); "
+                              "return [r.width, r.height]; }")
+        exact = snapshot(page, 1, working["w2c"], working["K"], (64, 64))
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert free.shape == (64, 128, 4) and frame == [64, 64]
+    np.testing.assert_allclose(working["K"], [[K[0, 0], 0, K[0, 2]], [0, K[1, 1], K[1, 2]], [0, 0, 1]], rtol=1e-6)
+    crop = free[:, 32:96]
+    iou, psnr, n = agreement(crop, exact[..., :3], exact[..., 3] > 127)
+    assert n > 1000 and iou >= 0.99 and psnr >= 40, (iou, psnr)
+    assert (free[:, :32, 3] == 0).mean() < 1  # the view shows more than the frame on the sides

@@ -368,11 +368,13 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     }
     const rect = canvas.getBoundingClientRect(), dpr = Math.min(window.devicePixelRatio || 1, 2);
     const width = Math.max(16, Math.round(rect.width * dpr)), height = Math.max(16, Math.round(rect.height * dpr));
-    const K0 = srcK(S.frame);
-    // the source focal, scaled so that the source image fills the view's width at zoom 1
-    const f = K0[0][0] * Math.min(width / S.info.width, height / S.info.height) * S.cam.zoom;
-    const fy = f * K0[1][1] / K0[0][0];
-    return { w2c: w2cOf(S.cam.R, S.cam.eye), K: [[f, 0, width / 2], [0, fy, height / 2], [0, 0, 1]], width, height };
+    const K0 = srcK(S.frame), W = S.info.width, H = S.info.height, z = S.cam.zoom;
+    // The working camera (what a recording keeps: the source K with its focal times the zoom, at W×H) scaled by s
+    // into the middle of the view, so the dashed frame shows exactly what an exported path renders.
+    const s = Math.min(width / W, height / H);
+    const K = [[K0[0][0] * z * s, 0, width / 2 + (K0[0][2] - W / 2) * s],
+               [0, K0[1][1] * z * s, height / 2 + (K0[1][2] - H / 2) * s], [0, 0, 1]];
+    return { w2c: w2cOf(S.cam.R, S.cam.eye), K, width, height, frame: { s, dpr } };
   }
   // What a recorded frame stores: the w2c and intrinsics at the working size (what ex4d run renders at).
   function workingCamera() {
@@ -487,12 +489,21 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     }
     if (S.frame !== S.shownFrame && !uploadFrame(S.frame) && S.playing) S.stats.stalls++;
     if (S.recording && S.shownFrame === S.frame) S.flight.set(S.frame, workingCamera());
-    render(true);
+    const v = render(true);
     drawOutput();
+    showFrame(v);
     S.stats.times.push(now);
     while (S.stats.times.length && S.stats.times[0] < now - 1000) S.stats.times.shift();
     updateLabels();
     requestAnimationFrame(tick);
+  }
+  function showFrame(v) {  // the working frame's outline in the free view
+    const box = el('frame');
+    box.hidden = !v.frame;
+    if (!v.frame) return;
+    const { s, dpr } = v.frame, w = S.info.width * s / dpr, h = S.info.height * s / dpr;
+    const style = `left:${(v.width / dpr - w) / 2}px;top:${(v.height / dpr - h) / 2}px;width:${w}px;height:${h}px`;
+    if (box.getAttribute('style') !== style) box.setAttribute('style', style);
   }
   function updateLabels() {
     el('frame_label').textContent = `${S.frame} / ${S.info.frames - 1}`;
