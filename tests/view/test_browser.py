@@ -162,6 +162,13 @@ def test_recorded_flight_runs_through_ex4d_run(browser, scene, tmp_path):
             assert iou >= 0.98 and psnr >= 30, (t, iou, psnr)
             under = decode(page.evaluate("() => window.ex4dView.outputSnapshot()"))
             np.testing.assert_array_equal(under[..., :3], source.output_frames("flight")[t])
+        # flying by hand from there starts at the path's camera: forward and back again leaves it unchanged
+        page.keyboard.press("w")
+        page.keyboard.press("s")
+        took_over = page.evaluate("() => window.ex4dView.getCamera().working")
+        assert not page.is_checked("#follow")
+        np.testing.assert_allclose(took_over["w2c"], recorded[FRAMES - 1], atol=1e-6)
+        np.testing.assert_allclose(took_over["K"], K, rtol=1e-6)
         # and the exported file loads back as a path of the view, with the same cameras
         doc = page.evaluate("(text) => window.ex4dView.loadTrajectoryText('again.json', text)", flight.read_text())
         np.testing.assert_allclose(doc["w2c"], recorded, atol=1e-9)

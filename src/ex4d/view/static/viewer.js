@@ -534,7 +534,15 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     S.cam.eye = sub(t, scale(col(S.cam.R, 2), S.cam.dist));
   }
   function fly(axis, amount) { S.cam.eye = add(S.cam.eye, scale(col(S.cam.R, axis), amount * S.cam.dist)); }
-  function leaveFixed() { S.fixed = null; if (S.follow) { S.follow = false; el('follow').checked = false; } }
+  // Moving the camera by hand leaves a fixed or path camera from where it is (the flight takes over from the path).
+  function leaveFixed() {
+    if (!S.fixed && !S.follow) return;
+    const w = workingCamera(), { R, eye } = fromW2C(w.w2c);
+    S.cam = { R, eye, dist: S.cam.dist, zoom: w.K[0][0] / srcK(S.frame)[0][0] };
+    S.fixed = null;
+    S.follow = false;
+    el('follow').checked = false;
+  }
 
   function bindInput() {
     let drag = null;
