@@ -160,3 +160,35 @@ def test_cli_input_errors(tmp_path, capsys):
     assert main(["view", "--input-video", str(tmp_path / "no.mp4"), "--depth", str(tmp_path / "no.npz"),
                  "--no-browser"]) == 2
     assert "--depth" in capsys.readouterr().err
+
+
+def test_view_command_serves_until_stopped(tmp_path):
+    """``ex4d view`` as a user runs it: a child process serving 127.0.0.1 until terminated."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    frames, depth = wall_and_box(num_frames=3, height=32, width=32)
+    video = save_video(tmp_path / "clip.mp4", frames, fps=10)
+    np.savez(tmp_path / "depth.npz", depth=depth)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ex4d.cli", "view", "--input-video", str(video), "--depth",
+                             str(tmp_path / "depth.npz"), "--cam", "30", "--port", str(port), "--no-browser"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                info = json.loads(_get(f"http://127.0.0.1:{port}/api/info")[0])
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.3)
+        assert (info["frames"], info["width"]) == (3, 32) and [p["name"] for p in info["paths"]] == ["30"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert f"http://127.0.0.1:{port}/" in proc.stderr.read()
