@@ -246,3 +246,50 @@ def test_free_view_frame_is_the_recorded_camera(browser):
     iou, psnr, n = agreement(crop, exact[..., :3], exact[..., 3] > 127)
     assert n > 1000 and iou >= 0.99 and psnr >= 40, (iou, psnr)
     assert (free[:, :32, 3] == 0).mean() < 1  # the view shows more than the frame on the sides
+
+
+def gl_projection(K, width, height, near=1e-3, far=1e3):
+    """OpenGL projection (column-major, as WebXR gives it) of OpenCV intrinsics, for eye axes x right, y up, -z ahead."""
+    P = np.array([[2 * K[0, 0] / width, 0, 1 - 2 * K[0, 2] / width, 0],
+                  [0, 2 * K[1, 1] / height, 2 * K[1, 2] / height - 1, 0],
+                  [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)],
+                  [0, 0, -1, 0]])
+    return P.T.reshape(-1)
+
+
+def test_xr_projection_path_and_eye_cameras(browser):
+    """What the WebXR mode draws with: a GL projection gives the same pixels as ex4d's K; XR eye poses map to OpenCV
+    cameras (a right eye sits to the camera's right, a head tilted up looks towards -y)."""
+    frames, depth, K = scene_clip(num_frames=2, size=64)
+    server, url = serve_in_thread(ViewApp(make_source(frames, depth, K)))
+    try:
+        page = open_view(browser, url)
+        page.evaluate("() => window.ex4dView.setFrame(1)")
+        w2c = look_at(np.array([-0.5, -0.3, 0.2]), np.array([0.0, 0.2, 4.0]))
+        by_K = snapshot(page, 1, w2c, K, (64, 64))
+        by_P = decode(page.evaluate("([w, P]) => window.ex4dView.snapshotProjected(w, P, 64, 64)",
+                                    [w2c.tolist(), gl_projection(K, 64, 64).tolist()]))
+        start = np.eye(4)
+        start[:3, 3] = [0.1, 0.2, 0.3]  # w2c of the free camera when the session starts
+        right_eye = np.eye(4)
+        right_eye[0, 3] = -0.032  # XR view matrix of an eye 32 mm to the right (x right in XR too)
+        theta = 0.3
+        up = np.eye(4)  # XR view matrix of a head pitched up by theta (rotation about x by -theta)
+        up[1:3, 1:3] = [[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]]
+        eyes = [np.asarray(page.evaluate("([V, s]) => window.ex4dView.xrEyeW2C(V, s)", [m.T.reshape(-1).tolist(),
+                                                                                        start.tolist()]))
+                for m in (np.eye(4), right_eye, up)]
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    iou, psnr, n = agreement(by_P, by_K[..., :3], by_K[..., 3] > 127)
+    assert n > 1000 and iou >= 0.99 and psnr >= 40, (iou, psnr)
+    np.testing.assert_allclose(eyes[0], start, atol=1e-12)
+
+    def centre(m):
+        return -m[:3, :3].T @ m[:3, 3]
+
+    np.testing.assert_allclose(centre(eyes[1]) - centre(start), [0.032, 0, 0], atol=1e-9)
+    forward = eyes[2][2, :3]  # the eye camera's +z axis in the world
+    np.testing.assert_allclose(forward, [0, -np.sin(theta), np.cos(theta)], atol=1e-9)

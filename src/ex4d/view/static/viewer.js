@@ -72,6 +72,8 @@ uniform mat4 uW2C;
 uniform vec4 uDstK;           // fx, fy, cx, cy of the view camera
 uniform vec2 uDstSize;        // view W, H
 uniform float uNear, uFar;
+uniform bool uUseProj;
+uniform mat4 uProj;
 out vec4 vRGBA;
 out float vZ;
 void main() {
@@ -82,9 +84,10 @@ void main() {
   vec3 c = (uW2C * vec4(P, 1.0)).xyz;
   vZ = c.z;
   // OpenCV pinhole -> clip space: pixel (u, v) from the top-left; near/far clip as ex4d's rasteriser
-  gl_Position = vec4(2.0 * (uDstK.x * c.x + uDstK.z * c.z) / uDstSize.x - c.z,
-                     c.z - 2.0 * (uDstK.y * c.y + uDstK.w * c.z) / uDstSize.y,
-                     (c.z * (uFar + uNear) - 2.0 * uFar * uNear) / (uFar - uNear), c.z);
+  gl_Position = uUseProj ? uProj * vec4(c.x, -c.y, -c.z, 1.0)  // a GL projection (WebXR): OpenCV -> GL eye axes
+      : vec4(2.0 * (uDstK.x * c.x + uDstK.z * c.z) / uDstSize.x - c.z,
+             c.z - 2.0 * (uDstK.y * c.y + uDstK.w * c.z) / uDstSize.y,
+             (c.z * (uFar + uNear) - 2.0 * uFar * uNear) / (uFar - uNear), c.z);
 }`;
 
   const MESH_FS = `#version 300 es
@@ -105,13 +108,16 @@ uniform mat4 uW2C;
 uniform vec4 uDstK;
 uniform vec2 uDstSize;
 uniform float uNear, uFar;
+uniform bool uUseProj;
+uniform mat4 uProj;
 out float vZ;
 void main() {
   vec3 c = (uW2C * vec4(aPos, 1.0)).xyz;
   vZ = c.z;
-  gl_Position = vec4(2.0 * (uDstK.x * c.x + uDstK.z * c.z) / uDstSize.x - c.z,
-                     c.z - 2.0 * (uDstK.y * c.y + uDstK.w * c.z) / uDstSize.y,
-                     (c.z * (uFar + uNear) - 2.0 * uFar * uNear) / (uFar - uNear), c.z);
+  gl_Position = uUseProj ? uProj * vec4(c.x, -c.y, -c.z, 1.0)  // a GL projection (WebXR): OpenCV -> GL eye axes
+      : vec4(2.0 * (uDstK.x * c.x + uDstK.z * c.z) / uDstSize.x - c.z,
+             c.z - 2.0 * (uDstK.y * c.y + uDstK.w * c.z) / uDstSize.y,
+             (c.z * (uFar + uNear) - 2.0 * uFar * uNear) / (uFar - uNear), c.z);
 }`;
 
   const LINE_FS = `#version 300 es
@@ -388,8 +394,12 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
   }
 
   // ---------- drawing ----------
+  // v: {w2c (4x4 rows, OpenCV), and K (3x3 pixels) with width/height, or proj (a GL projection, column-major 16)}
   function setCameraUniforms(prog, v) {
     gl.uniformMatrix4fv(prog.u.uW2C, false, glMat(v.w2c));
+    gl.uniform1i(prog.u.uUseProj, v.proj ? 1 : 0);
+    gl.uniformMatrix4fv(prog.u.uProj, false, v.proj || new Float32Array(16));
+    if (v.proj) return;
     gl.uniform4f(prog.u.uDstK, v.K[0][0], v.K[1][1], v.K[0][2], v.K[1][2]);
     gl.uniform2f(prog.u.uDstSize, v.width, v.height);
     gl.uniform1f(prog.u.uNear, S.info.near);
@@ -442,20 +452,26 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     drawLines(v, centres(flight), FLIGHT_COLOR, gl.LINE_STRIP);
     for (const k of S.keyframes) drawLines(v, frustumLines(k.w2c, k.K, W, H, 0.6 * size), FLIGHT_COLOR, gl.LINES);
   }
-  function render(withOverlays) {
-    const v = viewCamera();
-    if (canvas.width !== v.width || canvas.height !== v.height) { canvas.width = v.width; canvas.height = v.height; }
-    gl.viewport(0, 0, v.width, v.height);
+  function clearTarget(alpha) {
     gl.enable(gl.DEPTH_TEST);
     gl.depthFunc(gl.LESS);
     gl.disable(gl.CULL_FACE);  // ex4d's rasteriser draws both sides
     gl.disable(gl.BLEND);
-    gl.clearColor(0, 0, 0, 0);
+    gl.clearColor(0, 0, 0, alpha);
     gl.clearDepth(1);
     gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
+  }
+  function drawScene(v, withOverlays) {
     if (S.shownFrame >= 0) drawMesh(v);
     if (withOverlays && S.overlays) drawOverlays(v);
     S.stats.drawn++;
+  }
+  function render(withOverlays, v = viewCamera()) {
+    if (canvas.width !== v.width || canvas.height !== v.height) { canvas.width = v.width; canvas.height = v.height; }
+    gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+    gl.viewport(0, 0, v.width, v.height);
+    clearTarget(0);
+    drawScene(v, withOverlays);
     return v;
   }
   function drawOutput() {
@@ -479,7 +495,7 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
   }
 
   // ---------- the loop: playback never waits on geometry (the last frame stays up until its chunk lands) ----------
-  function tick(now) {
+  function advance(now) {
     const dt = S.lastTime ? (now - S.lastTime) / 1000 : 0;
     S.lastTime = now;
     if (S.playing) {
@@ -488,6 +504,10 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
       if (t !== S.frame) { S.frame = t; prefetch(); }
     }
     if (S.frame !== S.shownFrame && !uploadFrame(S.frame) && S.playing) S.stats.stalls++;
+  }
+  function tick(now) {
+    if (S.xr) return;  // the XR session's loop draws while it lasts
+    advance(now);
     if (S.recording && S.shownFrame === S.frame) S.flight.set(S.frame, workingCamera());
     const v = render(true);
     drawOutput();
@@ -514,6 +534,45 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     const n = S.flight.size, ks = S.keyframes.length;
     const span = n ? `frames ${Math.min(...S.flight.keys())}–${Math.max(...S.flight.keys())}` : '';
     el('flight_label').textContent = (n ? `flight: ${n} cameras, ${span}` : 'no flight recorded') + (ks ? `; ${ks} keyframes` : '');
+  }
+
+  // ---------- WebXR (headsets): both eyes drawn from the same geometry ----------
+  // XR's reference space starts at the free camera of the moment the session begins, with GL axes (y up, -z
+  // forward): eye-from-world in ex4d's axes = F · V · F · w2c_start, F = diag(1, -1, -1, 1), V = XR's view matrix.
+  function xrEyeW2C(viewMatrix, start) {  // viewMatrix: column-major 16 (XRRigidTransform.inverse.matrix)
+    const F = [1, -1, -1, 1], out = [];
+    const V = [0, 1, 2, 3].map((i) => [0, 1, 2, 3].map((j) => F[i] * viewMatrix[j * 4 + i] * F[j]));
+    for (let i = 0; i < 4; i++) out.push([0, 1, 2, 3].map((j) => V[i][0] * start[0][j] + V[i][1] * start[1][j] + V[i][2] * start[2][j] + V[i][3] * start[3][j]));
+    return out;
+  }
+  async function enterXR() {
+    const session = await navigator.xr.requestSession('immersive-vr');
+    await gl.makeXRCompatible();
+    session.updateRenderState({ baseLayer: new XRWebGLLayer(session, gl), depthNear: S.info.near, depthFar: S.info.far });
+    const space = await session.requestReferenceSpace('local');
+    S.xr = { session, space, start: w2cOf(S.cam.R, S.cam.eye) };
+    session.addEventListener('end', () => { S.xr = null; S.lastTime = 0; requestAnimationFrame(tick); });
+    session.requestAnimationFrame(xrFrame);
+  }
+  function xrFrame(now, frame) {
+    const { session, space, start } = S.xr;
+    session.requestAnimationFrame(xrFrame);
+    advance(now);
+    const pose = frame.getViewerPose(space), layer = session.renderState.baseLayer;
+    if (!pose) return;
+    gl.bindFramebuffer(gl.FRAMEBUFFER, layer.framebuffer);
+    clearTarget(1);
+    for (const view of pose.views) {
+      const vp = layer.getViewport(view);
+      gl.viewport(vp.x, vp.y, vp.width, vp.height);
+      drawScene({ w2c: xrEyeW2C(view.transform.inverse.matrix, start), proj: view.projectionMatrix }, true);
+    }
+  }
+  async function offerXR() {
+    if (!navigator.xr || !(await navigator.xr.isSessionSupported('immersive-vr').catch(() => false))) return;
+    const button = el('xr');
+    button.hidden = false;
+    button.onclick = () => enterXR().catch((err) => status(`VR: ${err.message || err}`));
   }
 
   // ---------- interaction ----------
@@ -705,8 +764,8 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     pause() { S.playing = false; },
     orbit, pan, dolly, fly,
     // Draw now and read the canvas back: {width, height, rgba (base64, rows top-down)}; alpha 255 = seen.
-    snapshot(withOverlays = false) {
-      const v = render(withOverlays);
+    snapshot(withOverlays = false, view = undefined) {
+      const v = view || render(withOverlays);
       const px = new Uint8Array(v.width * v.height * 4);
       gl.readPixels(0, 0, v.width, v.height, gl.RGBA, gl.UNSIGNED_BYTE, px);
       const flipped = new Uint8Array(px.length), row = v.width * 4;
@@ -739,6 +798,13 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
       for (let i = 0; i < n; i++) { orbit(0.002, 0); render(true); gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4)); }
       return (performance.now() - t0) / n;
     },
+    // Draw through a GL projection matrix (column-major 16), as the XR mode does per eye; returns snapshot().
+    snapshotProjected(w2c, proj, width, height) {
+      const v = { w2c, proj: new Float32Array(proj), width, height };
+      render(false, v);
+      return api.snapshot(false, v);
+    },
+    xrEyeW2C,
     stats() { return { fps: S.stats.times.length, drawn: S.stats.drawn, stalls: S.stats.stalls, frame: S.frame, shown: S.shownFrame, chunks: S.chunks.size }; },
   };
   window.ex4dView = api;
@@ -754,6 +820,7 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
     for (const p of info.paths) addPath(p);
     if (!info.paths.some((p) => p.output)) el('output_note').textContent = 'no output video in this input';
     bindInput();
+    offerXR();
     await setFrame(0);
     status('ready');
     requestAnimationFrame(tick);
