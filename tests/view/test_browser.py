@@ -147,7 +147,7 @@ def test_recorded_flight_runs_through_ex4d_run(browser, scene, tmp_path):
         assert np.abs(cam["w2c"] - recorded).max() <= 1e-5
 
     # The run folder in the viewer: following the flight path shows the run's render and its output video.
-    source = from_run(out)
+    source = from_run(out, depth=tmp_path / "depth.npz")
     server, url = serve_in_thread(ViewApp(source))
     try:
         page = open_view(browser, url)

@@ -2,6 +2,7 @@
 ex4d's own code; inputs from a video + depth file and from an ``ex4d run`` folder; the CLI's input errors."""
 
 import gzip
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from ex4d.cli import main
+from ex4d.errors import InputError
 from ex4d.geometry.trajectory import make_trajectory, reference_radius
 from ex4d.io.trajectory_file import load_trajectory
 from ex4d.io.video import save_video
@@ -131,13 +133,25 @@ def test_video_and_run_folder_inputs(tmp_path):
     out = tmp_path / "run"
     run(video, out, cams=["30"], depth=tmp_path / "depth.npz", num_frames=5, height=32, width=32, device="cpu",
         progress=False)
-    source = from_run(out)
+    moved = (tmp_path / "depth.npz").rename(tmp_path / "elsewhere.npz")
+    with pytest.raises(InputError, match="pass that file with --depth"):
+        from_run(out)  # a run given a depth file that is gone (or that its records do not name)
+    source = from_run(out, depth=moved)
     assert source.num_frames == 5 and list(source.paths) == ["30"]
     path = source.paths["30"]
     with np.load(out / "camera_30.npz") as cam:
         np.testing.assert_allclose(path.w2c, cam["w2c"])
     assert path.output == out / "output_30.mp4"
     np.testing.assert_allclose(source.depth, depth)
+
+    # a run whose records fingerprint its depth file refuses another one
+    other = tmp_path / "other.npz"
+    np.savez(other, depth=depth * 2)
+    (out / "mesh.json").write_text(json.dumps({"inputs": {"files": {"depth": {
+        "sha256": hashlib.sha256(moved.read_bytes()).hexdigest()}}}}))
+    from_run(out, depth=moved)
+    with pytest.raises(InputError, match="not the depth file this run used"):
+        from_run(out, depth=other)
 
     server, url = serve_in_thread(ViewApp(source, chunk_frames=4))
     try:

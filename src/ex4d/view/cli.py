@@ -16,7 +16,8 @@ def add_view_parser(sub) -> None:
                                    "trajectory file for ex4d run --cam.")
     p.add_argument("--run", help="an ex4d run output folder (its video, depth, paths and output videos)")
     p.add_argument("--input-video", help="video file or image folder (with --depth), instead of --run")
-    p.add_argument("--depth", help="D.npz z-depth (T,H,W) with optional 'intrinsics', with --input-video")
+    p.add_argument("--depth", help="D.npz z-depth (T,H,W) with optional 'intrinsics', with --input-video; with --run: "
+                   "the depth file that run was given, where its records do not name it")
     p.add_argument("--cam", action="append", default=[],
                    help="also show this preset or trajectory .json/.npz as a path (repeatable)")
     p.add_argument("--num-frames", type=non_negative_int, default=0,
@@ -34,10 +35,10 @@ def load_source(args):
     """The :class:`ex4d.view.source.ViewSource` the arguments name."""
     from ex4d.view.source import from_run, from_video
 
-    if args.run and (args.input_video or args.depth):
+    if args.run and args.input_video:
         raise InputError("give either --run or --input-video with --depth, not both")
     if args.run:
-        return from_run(args.run, args.cam)
+        return from_run(args.run, args.cam, args.depth)
     if not (args.input_video and args.depth):
         raise InputError("give an ex4d run output folder (--run) or a video with its depth file "
                          "(--input-video and --depth)")

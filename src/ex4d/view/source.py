@@ -1,12 +1,14 @@
 """What ``ex4d view`` shows: the source clip, its z-depth and intrinsics, camera paths and output videos.
 
 Two kinds of input: an ``ex4d run`` output folder (``run.json`` names the input video, the frame count and working
-size; the depth file is the one its stages recorded; ``camera_<cam>.npz`` and ``output_<cam>.mp4`` give each path
-and its fill), or a video with a depth file (plus optional ``--cam`` paths).
+size; the depth is the run's own ``depth.npz``, the file its stages recorded, or the one given with ``--depth``;
+``camera_<cam>.npz`` and ``output_<cam>.mp4`` give each path and its fill), or a video with a depth file (plus
+optional ``--cam`` paths).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -117,16 +119,55 @@ def from_video(input_video: str | Path, depth: str | Path, cams: list[str] = (),
     return source
 
 
-def _run_depth_path(folder: Path, record: dict) -> Path:
-    """The depth file a run used: what its recon/mesh stages recorded, else its own ``depth.npz``."""
+def _stage_records(folder: Path, record: dict) -> list[dict]:
     names = [f"recon_{n}.json" for n in _run_names(record)] + ["mesh.json"]
+    records = []
     for name in names:
-        stage = folder / name
-        if stage.is_file():
-            recorded = json.loads(stage.read_text()).get("settings", {}).get("depth")
-            if recorded and Path(recorded).is_file():
-                return Path(recorded)
-    return folder / "depth.npz"
+        try:
+            records.append(json.loads((folder / name).read_text()))
+        except (OSError, ValueError):
+            continue
+    return records
+
+
+def _check_depth_fingerprint(path: Path, records: list[dict]) -> None:
+    """Refuse a ``--depth`` whose content differs from the depth file a run's stages fingerprinted (records that
+    hold ``inputs.files.depth`` as ``sha256`` of the whole file, or its ``size``)."""
+    for stage in records:
+        recorded = (stage.get("inputs") or {}).get("files", {}).get("depth")
+        if not isinstance(recorded, dict):
+            continue
+        if "sha256" in recorded:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            same = digest == recorded["sha256"]
+        elif "size" in recorded:
+            same = path.stat().st_size == recorded["size"]
+        else:
+            continue
+        if not same:
+            raise InputError(f"{path}: not the depth file this run used (its content differs from the run's "
+                             "records)", "depth")
+        return
+
+
+def _run_depth_path(folder: Path, record: dict, depth: str | Path | None) -> Path:
+    """The depth file of a run: ``depth`` if given (checked against the run's fingerprint when it has one), else
+    the path its stages recorded (older runs), else its own ``depth.npz`` (estimated by the run)."""
+    records = _stage_records(folder, record)
+    if depth is not None:
+        depth = Path(depth)
+        if not depth.is_file():
+            raise InputError(f"{depth}: depth file not found", "depth")
+        _check_depth_fingerprint(depth, records)
+        return depth
+    for stage in records:
+        recorded = (stage.get("settings") or {}).get("depth")
+        if isinstance(recorded, str) and Path(recorded).is_file():
+            return Path(recorded)
+    if (folder / "depth.npz").is_file():
+        return folder / "depth.npz"
+    raise InputError(f"{folder}: this run was given a depth file that its records do not name (no depth.npz in "
+                     "it); pass that file with --depth", "run")
 
 
 def _run_names(record: dict) -> list[str]:
@@ -135,8 +176,10 @@ def _run_names(record: dict) -> list[str]:
     return [output_name(cam) for cam in record.get("cams", [])]
 
 
-def from_run(folder: str | Path, cams: list[str] = ()) -> ViewSource:
-    """An ``ex4d run`` output folder: its input video, depth, paths (``camera_<cam>.npz``) and outputs."""
+def from_run(folder: str | Path, cams: list[str] = (), depth: str | Path | None = None) -> ViewSource:
+    """An ``ex4d run`` output folder: its input video, depth, paths (``camera_<cam>.npz``) and outputs.
+
+    ``depth``: the depth file the run was given (``ex4d run --depth``), where its records do not name it."""
     folder = Path(folder)
     record_path = folder / "run.json"
     if not record_path.is_file():
@@ -145,7 +188,7 @@ def from_run(folder: str | Path, cams: list[str] = ()) -> ViewSource:
     video = Path(record["input_video"])
     if not video.exists() and (folder / video).exists():
         video = folder / video
-    depth_path = _run_depth_path(folder, record)
+    depth_path = _run_depth_path(folder, record, depth)
     depth_z, K = _load_depth(depth_path, int(record["frames"]))
     frames, fps = _load_frames(video, len(depth_z), *depth_z.shape[1:])
     source = ViewSource(frames, depth_z, K, fps, title=folder.name)
