@@ -171,9 +171,25 @@ def test_cli_input_errors(tmp_path, capsys):
     assert main(["view", "--run", str(tmp_path), "--no-browser"]) == 2
     err = capsys.readouterr().err
     assert "--run" in err and "run.json" in err
+    (tmp_path / "run.json").write_text("{not json")
+    assert main(["view", "--run", str(tmp_path), "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert "--run" in err and "not a readable ex4d run record" in err and "internal error" not in err
     assert main(["view", "--input-video", str(tmp_path / "no.mp4"), "--depth", str(tmp_path / "no.npz"),
                  "--no-browser"]) == 2
     assert "--depth" in capsys.readouterr().err
+
+    frames, depth = wall_and_box(num_frames=2, height=16, width=16)
+    video = save_video(tmp_path / "clip.mp4", frames, fps=10)
+    np.savez(tmp_path / "depth.npz", depth=depth)
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["view", "--input-video", str(video), "--depth", str(tmp_path / "depth.npz"), "--port",
+                     str(busy.getsockname()[1]), "--no-browser"]) == 2
+    assert "--port" in capsys.readouterr().err
 
 
 def test_view_command_serves_until_stopped(tmp_path):

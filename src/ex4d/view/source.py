@@ -184,12 +184,15 @@ def from_run(folder: str | Path, cams: list[str] = (), depth: str | Path | None 
     record_path = folder / "run.json"
     if not record_path.is_file():
         raise InputError(f"{folder}: not an ex4d run output folder (no run.json)", "run")
-    record = json.loads(record_path.read_text())
-    video = Path(record["input_video"])
+    try:
+        record = json.loads(record_path.read_text())
+        video, num_frames = Path(record["input_video"]), int(record["frames"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{record_path}: not a readable ex4d run record ({type(exc).__name__}: {exc})", "run") from None
     if not video.exists() and (folder / video).exists():
         video = folder / video
     depth_path = _run_depth_path(folder, record, depth)
-    depth_z, K = _load_depth(depth_path, int(record["frames"]))
+    depth_z, K = _load_depth(depth_path, num_frames)
     frames, fps = _load_frames(video, len(depth_z), *depth_z.shape[1:])
     source = ViewSource(frames, depth_z, K, fps, title=folder.name)
     for name in _run_names(record):

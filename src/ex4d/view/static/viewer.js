@@ -637,7 +637,8 @@ void main() { gl_FragDepth = vZ / uFar; outColor = vec4(uColor.rgb * uColor.a, u
       if (e.ctrlKey) S.cam.zoom = Math.min(20, Math.max(0.05, S.cam.zoom / f)); else dolly(f);
     }, { passive: false });
     window.addEventListener('keydown', (e) => {
-      if (e.target.tagName === 'INPUT' && e.target.type !== 'range' && e.target.type !== 'checkbox') return;
+      // a focused control handles its own keys (Space on the play button plays once, arrows move the slider)
+      if (['INPUT', 'SELECT', 'BUTTON', 'TEXTAREA'].includes(e.target.tagName)) return;
       const step = 0.05, k = e.key;
       const moves = { w: [2, step], s: [2, -step], d: [0, step], a: [0, -step], e: [1, step], q: [1, -step] };
       if (moves[k.toLowerCase()]) { leaveFixed(); fly(...moves[k.toLowerCase()]); }
