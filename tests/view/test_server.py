@@ -108,6 +108,18 @@ def test_trajectory_export_and_load_use_ex4d_files(served, tmp_path):
     (tmp_path / "keys.json").write_bytes(body)
     interpolated = load_trajectory(tmp_path / "keys.json", 5).w2c
     np.testing.assert_allclose(interpolated[[0, 4]], w2c[[0, 4]], atol=1e-9)  # keyframes are reproduced
+    assert [k["frame"] for k in json.loads(body)["keyframes"]] == [0, 4]
+    from ex4d.ui.actions import keyframe_rows
+
+    assert len(keyframe_rows(tmp_path / "keys.json")) == 2  # the web app's keyframe table reads them
+    # a rolled camera (rotated about its optical axis) is rebuilt exactly too
+    roll = np.eye(4)
+    roll[:2, :2] = [[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]]
+    rolled = {"keyframes": [{"frame": 2, "w2c": (roll @ w2c[2]).tolist()}]}
+    (tmp_path / "rolled.json").write_bytes(_post(url + "api/trajectory/export?format=json",
+                                                 json.dumps(rolled).encode())[0])
+    np.testing.assert_allclose(load_trajectory(tmp_path / "rolled.json", 5).w2c, np.repeat((roll @ w2c[2])[None], 5, 0),
+                               atol=1e-9)
 
     doc = json.loads(_post(url + "api/trajectory/load?name=mine.json", (tmp_path / "flight.json").read_bytes())[0])
     assert doc["name"] == "mine"

@@ -6,9 +6,10 @@ Routes (all GET unless noted):
 * ``/api/info``: JSON: size, frame count, fps, source intrinsics, chunk size, depth encoding, camera paths.
 * ``/api/chunk?start=S&count=N``: colour + depth of frames [S, S+N) (:mod:`ex4d.view.stream`), gzip'd.
 * ``/api/output?name=P&start=S&count=N``: frames of path P's output video, same layout without depth.
-* POST ``/api/trajectory/export?format=json|npz``: body ``{"w2c": (T,4,4), "K": (3,3)}`` (a per-frame flight) or
-  ``{"keyframes": [{"frame": i, "w2c": (4,4)}, ...]}``; answers the trajectory file, written by ex4d's own writer
-  and read back by ex4d's loader before it is sent (what ``ex4d run --cam`` will accept).
+* POST ``/api/trajectory/export?format=json|npz``: body ``{"w2c": (T,4,4), "K": (T,3,3)}`` (a per-frame flight) or
+  ``{"keyframes": [{"frame": i, "w2c": (4,4)}, ...]}`` (written as ``t``/``frame``/``eye``/``look_at``/``up``
+  keyframes); answers the trajectory file, read back by ex4d's loader before it is sent (what ``ex4d run --cam``
+  will accept).
 * POST ``/api/trajectory/load?name=FILE``: body = a trajectory file; answers ``{"name", "w2c", "K"}`` as
   ``ex4d run --cam FILE`` would see it for this clip (keyframes interpolated to every frame).
 
@@ -58,15 +59,13 @@ class ViewApp:
         self._lock = threading.Lock()
 
     def info(self) -> dict:
-        from ex4d.geometry.trajectory import reference_radius
-
         s = self.source
         return {
             "title": s.title, "frames": s.num_frames, "height": int(s.depth.shape[1]), "width": int(s.depth.shape[2]),
             "fps": float(s.fps), "K": s.K.astype(np.float64).tolist(), "chunk": self.chunk_frames,
             "encoding": self.encoding, "border_depth": 100.0, "min_angle_deg": 2.5, "pixel_offset": 0.5,
             "near": 1e-3, "far": 1e3, "alpha_threshold": 125.0 / 255.0,
-            "radius": reference_radius(s.depth[0]),
+            "radius": reference_radius_of(s),
             "paths": [{"name": p.name, "w2c": p.w2c.tolist(), "K": np.asarray(p.K, np.float64).tolist(),
                        "output": p.output is not None} for p in s.paths.values()],
         }
@@ -124,9 +123,7 @@ class ViewApp:
             if "keyframes" in doc:
                 if fmt != "json":
                     raise InputError("keyframes are written as .json")
-                keyframes = [{"frame": int(k["frame"]), "w2c": np.asarray(k["w2c"], np.float64).tolist()}
-                             for k in doc["keyframes"]]
-                keyframes.sort(key=lambda k: k["frame"])
+                keyframes = sorted((self._keyframe(k) for k in doc["keyframes"]), key=lambda k: k["frame"])
                 path.write_text(json.dumps({"keyframes": keyframes}))
             else:
                 w2c = np.asarray(doc["w2c"], np.float64)
@@ -134,6 +131,18 @@ class ViewApp:
                 save_trajectory(path, Trajectory(w2c=w2c, K=K, name="flight"))
             load_trajectory(path, self.source.num_frames)  # what ex4d run --cam will do with it
             return path.read_bytes(), path.name
+
+    def _keyframe(self, key: dict) -> dict:
+        """A keyframe as ``t`` (and its ``frame``), ``eye``, ``look_at`` and ``up``: ex4d's loader rebuilds exactly
+        this camera (roll included: ``up`` is the camera's own y axis), and the web app's keyframe table reads it."""
+        frame = int(key["frame"])
+        if not 0 <= frame < self.source.num_frames:
+            raise InputError(f"keyframe frame {frame} is outside the clip's {self.source.num_frames} frames")
+        c2w = np.linalg.inv(np.asarray(key["w2c"], np.float64))
+        eye, forward, down = c2w[:3, 3], c2w[:3, 2], c2w[:3, 1]
+        distance = reference_radius_of(self.source)
+        return {"t": frame / max(self.source.num_frames - 1, 1), "frame": frame, "eye": eye.tolist(),
+                "look_at": (eye + distance * forward).tolist(), "up": down.tolist()}
 
     def load_trajectory(self, body: bytes, name: str) -> dict:
         from ex4d.io.trajectory_file import TRAJECTORY_SUFFIXES, load_trajectory
@@ -147,6 +156,13 @@ class ViewApp:
             trajectory = load_trajectory(path, self.source.num_frames)
         K = None if trajectory.K is None else np.asarray(trajectory.K, np.float64).tolist()
         return {"name": trajectory.name, "w2c": trajectory.w2c.tolist(), "K": K}
+
+
+def reference_radius_of(source: ViewSource) -> float:
+    """The reference's orbit radius of the clip (nearest frame-0 depth + 0.15): where the viewer's camera looks."""
+    from ex4d.geometry.trajectory import reference_radius
+
+    return reference_radius(source.depth[0])
 
 
 def static_file(name: str) -> bytes | None:
