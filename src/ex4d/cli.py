@@ -18,7 +18,6 @@ from ex4d.train.prepare_cli import add_prepare_parser
 from ex4d.train.train_cli import add_train_parser
 from ex4d.ui.cli import add_ui_parser
 from ex4d.utils.argtypes import positive_int
-from ex4d.view.cli import add_view_parser
 
 
 def _add_recon(sub) -> None:
@@ -355,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(sub)
     add_train_parser(sub)
     add_ui_parser(sub)
+    from ex4d.view.cli import add_view_parser  # here, not above: a self-contained hook
+
     add_view_parser(sub)
     return parser
 
