@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(sub)
     add_train_parser(sub)
     add_ui_parser(sub)
+    from ex4d.view.cli import add_view_parser  # here, not above: a self-contained hook
+
+    add_view_parser(sub)
     return parser
 
 

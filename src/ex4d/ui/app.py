@@ -154,6 +154,23 @@ class Callbacks:
 
         return self._guard(work)
 
+    def open_viewer(self, key, preset, angle, elevation, radius, zoom, table, imported):
+        """-> HTML embedding ``ex4d view`` of the clip (its own localhost server), the designed path in the scene."""
+
+        def work():
+            import numpy as np
+
+            from ex4d.view.panel import CameraPath, clip_viewer_url, viewer_html
+
+            clip = self._clip(key)
+            trajectory = actions.build_trajectory(clip, self._design(preset, angle, elevation, radius, zoom, table,
+                                                                     imported))
+            K = trajectory.K if trajectory.K is not None else clip.K
+            path = CameraPath("designed path", trajectory.w2c, np.broadcast_to(K, (len(trajectory.w2c), 3, 3)))
+            return viewer_html(clip_viewer_url(key, clip.frames, clip.depth, clip.K, clip.fps, path))
+
+        return self._guard(work)
+
     # -- generation ------------------------------------------------------------------------------------------
 
     def generate(self, key, preset, angle, elevation, radius, zoom, table, imported, fill, progress=None):
@@ -233,6 +250,9 @@ def build_app(workspace: Workspace, device: str = "auto", generate_options: dict
                 full_btn = gr.Button("Render the whole clip", elem_id="full_btn")
                 mesh = gr.Model3D(label="frame 0's DW-Mesh (visible surface; the download has it all)",
                                   clear_color=(0.15, 0.15, 0.15, 1.0), elem_id="mesh")
+        with gr.Accordion("4D viewer: fly through the clip, record a path (ex4d view)", open=False):
+            view_btn = gr.Button("Open the 4D viewer with this path", elem_id="view_btn")
+            view_html = gr.HTML(elem_id="view_panel")
         gr.Markdown("### 4. Generate")
         with gr.Row():
             fill = gr.Radio(cb.fills, value="offline", label="fill", elem_id="fill",
@@ -253,6 +273,7 @@ def build_app(workspace: Workspace, device: str = "auto", generate_options: dict
         table.input(cb.preview, design, preview_out, trigger_mode="always_last")
         full_btn.click(cb.preview_full, design, preview_out)
         table_btn.click(cb.table_from_path, design, [table, preset])
+        view_btn.click(cb.open_viewer, design, [view_html])
         traj_in.upload(cb.import_trajectory, [clip_key, traj_in], [preset, imported, table, status]).success(
             cb.preview, design, preview_out)
 
