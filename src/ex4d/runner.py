@@ -214,7 +214,8 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
     _write_json(out / "run.json", {
         "ex4d": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "device": device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
-        "input_video": str(input_video), "cams": list(cams), "fill": fill, "frames": video.num_frames,
+        "input_video": str(input_video), "depth": None if depth is None else str(Path(depth).resolve()),
+        "cams": list(cams), "fill": fill, "frames": video.num_frames,
         "size": [video.height, video.width], "stages": result.stages,
         "seconds": {k: round(v, 3) for k, v in ctx.runner.seconds.items()},
     })

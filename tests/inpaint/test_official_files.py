@@ -25,7 +25,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithP
 from ex4d.inpaint import lora as lora_mod
 from ex4d.inpaint import original
 from ex4d.inpaint.condition_encoder import CamVidEncoder
-from ex4d.inpaint.loading import _check_lora_fits, split_ex4d_state_dict
+from ex4d.inpaint.adapter_io import _check_lora_fits, split_ex4d_state_dict
 
 from . import official_layout as official
 

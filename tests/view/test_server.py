@@ -145,6 +145,7 @@ def test_video_and_run_folder_inputs(tmp_path):
     out = tmp_path / "run"
     run(video, out, cams=["30"], depth=tmp_path / "depth.npz", num_frames=5, height=32, width=32, device="cpu",
         progress=False)
+    assert from_run(out).num_frames == 5  # run.json names the depth file it was given
     moved = (tmp_path / "depth.npz").rename(tmp_path / "elsewhere.npz")
     with pytest.raises(InputError, match="pass that file with --depth"):
         from_run(out)  # a run given a depth file that is gone (or that its records do not name)

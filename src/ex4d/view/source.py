@@ -151,8 +151,8 @@ def _check_depth_fingerprint(path: Path, records: list[dict]) -> None:
 
 
 def _run_depth_path(folder: Path, record: dict, depth: str | Path | None) -> Path:
-    """The depth file of a run: ``depth`` if given (checked against the run's fingerprint when it has one), else
-    the path its stages recorded (older runs), else its own ``depth.npz`` (estimated by the run)."""
+    """The depth file of a run: ``depth`` if given, else the one ``run.json`` names (both checked against the run's
+    fingerprint), else the path its stages recorded (older runs), else its own ``depth.npz`` (estimated by the run)."""
     records = _stage_records(folder, record)
     if depth is not None:
         depth = Path(depth)
@@ -160,6 +160,10 @@ def _run_depth_path(folder: Path, record: dict, depth: str | Path | None) -> Pat
             raise InputError(f"{depth}: depth file not found", "depth")
         _check_depth_fingerprint(depth, records)
         return depth
+    named = record.get("depth")  # run.json names a --depth file (checked: it may have changed since)
+    if isinstance(named, str) and Path(named).is_file():
+        _check_depth_fingerprint(Path(named), records)
+        return Path(named)
     for stage in records:
         recorded = (stage.get("settings") or {}).get("depth")
         if isinstance(recorded, str) and Path(recorded).is_file():
