@@ -16,8 +16,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "ex4d"
-#: The front ends (command line, web app, pipeline driver, batch runner): only they may import each other.
-FRONT_ENDS = ("ex4d.cli", "ex4d.generation_cli", "ex4d.ui", "ex4d.run", "ex4d.runner", "ex4d.batch")
+#: The front ends (command line, web app, live viewer, pipeline driver, batch runner): only they may import each other.
+FRONT_ENDS = ("ex4d.cli", "ex4d.generation_cli", "ex4d.ui", "ex4d.view", "ex4d.run", "ex4d.runner", "ex4d.batch")
 #: Lower layers: these packages/modules never import a front end.
 LOWER_LAYERS = ("ex4d.geometry", "ex4d.mesh", "ex4d.render", "ex4d.depth", "ex4d.inpaint", "ex4d.fill", "ex4d.io",
                 "ex4d.data", "ex4d.eval", "ex4d.train", "ex4d.utils", "ex4d.errors", "ex4d.reconstruction", "ex4d.demo",

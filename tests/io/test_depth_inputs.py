@@ -134,7 +134,7 @@ def _recon(video, depth):
 
 
 def _run(video, depth, out):
-    from ex4d.run import run
+    from ex4d.runner import run
 
     return lambda: run(video, out, cams=["30"], depth=depth, fill="none", device="cpu", progress=False)
 
@@ -256,7 +256,7 @@ def test_file_backend_sizes_frames_as_a_depth_file_does(tmp_path, capsys):
     import json
 
     from ex4d.cli import main
-    from ex4d.run import run
+    from ex4d.runner import run
 
     frames, depth = _scene(num_frames=3, height=32, width=48)
     video, depth_path = tmp_path / "clip.mp4", tmp_path / "d.npz"

@@ -115,7 +115,7 @@ def test_canvas_equals_ex4d_render(browser, scene, encoding, capsys):
 
 
 def test_recorded_flight_runs_through_ex4d_run(browser, tmp_path):
-    from ex4d.run import run
+    from ex4d.runner import run
 
     frames, depth, K = scene_clip(num_frames=FRAMES, size=128)
     server, url = serve_in_thread(ViewApp(make_source(frames, depth, K)))

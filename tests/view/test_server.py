@@ -133,7 +133,7 @@ def test_trajectory_export_and_load_use_ex4d_files(served, tmp_path):
 
 
 def test_video_and_run_folder_inputs(tmp_path):
-    from ex4d.run import run
+    from ex4d.runner import run
 
     frames, depth = wall_and_box(num_frames=5, height=32, width=32)
     video = save_video(tmp_path / "clip.mp4", frames, fps=10)
