@@ -203,7 +203,7 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
         cams: camera paths for items whose ``cam`` column is empty.
         rank, world_size: default from ``RANK`` / ``WORLD_SIZE`` (0 / 1).
         summary_json: also write the summary there (this rank's, or the merged one when all are done).
-        **run_options: passed to every :func:`ex4d.runner.run` call (``fill``, ``depth_backend``, ``num_frames``,
+        **run_options: passed to every :func:`ex4d.runner.run` call (``fill``, ``depth_options``, ``num_frames``,
             ``device``, ``generate_options``: :class:`~ex4d.generation_options.GenerationOptions`, ...). With
             ``fill="ex4d"`` one pipeline is loaded, on first need,
             and shared by all items.
@@ -235,8 +235,8 @@ def run_manifest(manifest: str | os.PathLike, output_dir: str | os.PathLike, cam
                      unit="video", disable=not progress):
         start = time.perf_counter()
         options = dict(run_options)
-        if item.depth is not None:
-            options["depth_backend"] = None
+        if item.depth is not None:  # the manifest's depth file replaces estimating it
+            options["depth_backend"] = options["depth_options"] = None
         try:
             if item.problem:
                 raise InputError(item.problem)

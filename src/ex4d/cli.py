@@ -227,19 +227,17 @@ def _add_run(sub) -> None:
 
 
 def _run_run(args) -> int:
-    from ex4d.depth.cli import backend_options_from_args
     import time
+
+    from ex4d.depth.cli import depth_options_from_args
 
     from ex4d.runner import run
 
     if args.input_video is not None and not Path(args.input_video).exists():
         raise InputError(f"{args.input_video}: input video not found")
     generate_options = generation_options_from_args(args) if args.fill == "ex4d" else None
-    options = None
-    if args.depth_backend:
-        options = dict(backend_options_from_args(args), intrinsics=args.intrinsics_policy, focal_px=args.focal,
-                       fov_deg=args.fov)
-    common = dict(depth_backend=args.depth_backend, depth_options=options, fill=args.fill,
+    depth_options = depth_options_from_args(args) if args.depth_backend else None
+    common = dict(depth_options=depth_options, fill=args.fill,
                   num_frames=args.num_frames or None, height=args.height, width=args.width, device=args.device,
                   generate_options=generate_options, save_arrays=args.save_arrays, progress=not args.quiet)
     if args.manifest is not None:

@@ -14,7 +14,7 @@ camera ``recon_<cam>`` (render), ``trajectory_<cam>`` (``trajectory_<cam>.png``)
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import platform
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ex4d import __version__
+from ex4d.depth.options import DepthOptions
 from ex4d.errors import InputError, InputWarning
 from ex4d.generation_options import GenerationOptions, ModelOptions, as_generation_options
 from ex4d.io.atomic import atomic_path, save_npz_atomic
@@ -143,7 +144,7 @@ def _declare(name, compute, outputs, *parts: dict, settings: dict | None = None,
 
 
 def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180",), depth: str | Path | None = None,
-        depth_backend: str | None = None, depth_options: dict | None = None, fill: str = "offline",
+        depth_backend: str | None = None, depth_options: DepthOptions | dict | None = None, fill: str = "offline",
         num_frames: int | None = 49, height: int | None = None, width: int | None = None, device: str = "auto",
         generate_options: GenerationOptions | dict | None = None, save_arrays: bool = False, progress: bool = True,
         pipe=None) -> RunResult:
@@ -153,8 +154,9 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
         input_video: video file or image folder.
         output_dir: where every stage writes (created if missing).
         cams: presets or trajectory files; depth and meshes are computed once for all of them.
-        depth: a ``D.npz`` to use instead of estimating depth; else ``depth_backend`` (default ``depthcrafter``).
-        depth_options: options of the depth backend (see ``ex4d depth``).
+        depth: a ``D.npz`` to use instead of estimating depth; else the depth is estimated as ``depth_options`` say
+            (:class:`~ex4d.depth.options.DepthOptions`: backend, default ``depthcrafter``, and its options, as
+            ``ex4d depth``), or as ``depth_backend`` + a dict of its constructor options (the older form).
         fill: ``offline`` (no learned weights), ``ex4d`` (the EX-4D video model, loaded and sampled with
             ``generate_options``; its frames, size and rate are the render's, rounded to what the model takes)
             or ``none`` (the render is the output).
@@ -179,8 +181,16 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
 
     if fill not in FILLS:
         raise InputError(f"unknown fill '{fill}'; choose {', '.join(FILLS)}")
-    if depth is not None and depth_backend is not None:
+    if depth is not None and (depth_backend is not None or depth_options is not None):
         raise InputError("give either a depth file or a depth backend, not both")
+    if isinstance(depth_options, DepthOptions):
+        if depth_backend is not None and depth_backend != depth_options.backend:
+            raise InputError(f"depth_backend {depth_backend!r} differs from depth_options.backend "
+                             f"{depth_options.backend!r}")
+    elif depth is None:
+        depth_options = DepthOptions.from_backend(depth_backend, depth_options)
+    if depth_options is not None:
+        depth_options = depth_options.with_device(device)
     if not cams:
         raise InputError("at least one camera path is needed")
     options = as_generation_options(generate_options) if fill == "ex4d" else None
@@ -190,14 +200,14 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
     if depth is not None:
         video = load_source(input_video, depth, num_frames=num_frames, height=height, width=width).video
     else:
-        file = (depth_options or {}).get("path") if depth_backend == "file" else None
-        video = load_working_video(input_video, num_frames=num_frames, height=height, width=width, depth_file=file)
+        video = load_working_video(input_video, num_frames=num_frames, height=height, width=width,
+                                   depth_file=depth_options.file_path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)  # after the video loads: a bad input leaves no empty folder
     ctx = RunContext(out, StageRunner(out, __version__), Path(input_video), video, device, progress, save_arrays)
     result = RunResult(output_dir=out)
 
-    source = depth_stage(ctx, depth, depth_backend or "depthcrafter", depth_options or {})
+    source = depth_stage(ctx, depth, depth_options)
     scene = _SourceScene(source.path, video)
     result.mesh = mesh_stage(ctx, source, scene)
     if fill == "ex4d" and pipe is None:
@@ -222,7 +232,7 @@ def run(input_video: str | Path, output_dir: str | Path, cams: list[str] = ("180
     return result
 
 
-def depth_stage(ctx: RunContext, depth: str | Path | None, backend: str, options: dict) -> DepthSource:
+def depth_stage(ctx: RunContext, depth: str | Path | None, options: DepthOptions | None) -> DepthSource:
     """``depth``: the given depth file as is, else ``OUT/depth.npz`` estimated once for all cameras."""
     if depth is not None:
         return DepthSource(Path(depth), None)
@@ -231,14 +241,13 @@ def depth_stage(ctx: RunContext, depth: str | Path | None, backend: str, options
     def estimate():
         from ex4d.depth.api import estimate_depth, save_depth_npz
 
-        save_depth_npz(path, estimate_depth(ctx.video, backend, progress=ctx.progress, **options))
+        save_depth_npz(path, estimate_depth(ctx.video, options.backend, progress=ctx.progress,
+                                            **options.estimate_kwargs()))
 
-    # Option values that name files (e.g. the file backend's --depth-file) are keyed by their contents.
-    option_files = {f"option_{k}": Path(v) for k, v in options.items()
-                    if isinstance(v, (str, os.PathLike)) and v and Path(v).exists()}
-    settings = {k: v for k, v in options.items() if f"option_{k}" not in option_files}  # paths: not keyed
-    stage = _declare("depth", estimate, [path], ctx.video_inputs(), {"files": option_files},
-                     settings={"backend": backend, "options": canonical(settings)}, version=DEPTH_VERSION)
+    # The file backend's depth file is keyed by its contents, not its path; where a model runs is not keyed.
+    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("file", "device")}
+    stage = _declare("depth", estimate, [path], ctx.video_inputs(), {"files": {"option_path": options.file_path}},
+                     settings={"backend": options.backend, "options": canonical(settings)}, version=DEPTH_VERSION)
     key, _ = ctx.runner.run(stage)
     return DepthSource(path, key)
 

@@ -12,29 +12,16 @@ from pathlib import Path
 from ex4d.errors import InputError
 from ex4d.utils.argtypes import non_negative_int, positive_float, positive_int
 
-__all__ = ["add_depth_parser", "add_depth_backend_arguments", "backend_options_from_args", "depth_from_args",
-           "run_depth"]
+__all__ = ["add_depth_parser", "add_depth_backend_arguments", "backend_options_from_args", "depth_options_from_args",
+           "depth_from_args", "run_depth"]
 
-# Copies of the registry's names, so that building the parser imports nothing heavy.
-BACKEND_NAMES = ("depthcrafter", "depth-anything-v2", "depth-pro", "file")
-DEFAULT_BACKEND = "depthcrafter"
+from ex4d.depth.options import BACKEND_NAMES, DEFAULT_BACKEND, DepthOptions
 
-# CLI destination -> (backend option name, backends that take it).
-_OPTION_MAP = {
-    "depth_model": ({"depthcrafter": "unet", "depth-anything-v2": "model", "depth-pro": "model"}),
-    "depth_svd": {"depthcrafter": "svd"},
-    "depth_window": {"depthcrafter": "window"},
-    "depth_overlap": {"depthcrafter": "overlap"},
-    "depth_steps": {"depthcrafter": "steps"},
-    "depth_guidance": {"depthcrafter": "guidance"},
-    "depth_seed": {"depthcrafter": "seed"},
-    "depth_size": {"depth-anything-v2": "size"},
-    "depth_batch_size": {"depth-anything-v2": "batch_size", "depth-pro": "batch_size"},
-    "depth_dtype": {"depthcrafter": "dtype", "depth-anything-v2": "dtype", "depth-pro": "dtype"},
-    "depth_file": {"file": "path"},
-    "depth_units": {"file": "units"},
-    "depth_scale": {"file": "scale"},
-}
+# CLI destination -> DepthOptions field (the backend-specific flags; each field checks which backends take it).
+_FIELDS = {"depth_model": "model", "depth_svd": "svd", "depth_window": "window", "depth_overlap": "overlap",
+           "depth_steps": "steps", "depth_guidance": "guidance", "depth_seed": "seed", "depth_size": "size",
+           "depth_batch_size": "batch_size", "depth_dtype": "dtype", "depth_file": "file", "depth_units": "units",
+           "depth_scale": "scale"}
 
 
 def add_depth_backend_arguments(parser: argparse.ArgumentParser, backend_flag: str = "--backend",
@@ -86,30 +73,21 @@ def add_depth_backend_arguments(parser: argparse.ArgumentParser, backend_flag: s
     return g
 
 
-def backend_options_from_args(args: argparse.Namespace) -> dict:
-    """The constructor options of ``args.depth_backend`` that were given on the command line.
+def depth_options_from_args(args: argparse.Namespace) -> DepthOptions:
+    """The :class:`DepthOptions` of :func:`add_depth_backend_arguments`' flags (``--device`` of the command too).
 
     Raises:
         InputError: an option given that the chosen backend does not use (e.g. --depth-window with depth-pro).
     """
-    name = args.depth_backend
-    options = {}
-    for dest, targets in _OPTION_MAP.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        if name not in targets:
-            flag = "--" + dest.replace("_", "-")
-            raise InputError(f"{flag} does not apply to the {name} depth backend "
-                             f"(it applies to: {', '.join(targets)})")
-        options[targets[name]] = value
-    if name == "file" and "path" not in options:
-        raise InputError("the file depth backend needs --depth-file PATH")
-    if name != "file":
-        options["device"] = getattr(args, "device", None) or "auto"
-        if getattr(args, "depth_download", True) is False:
-            options["download"] = False
-    return options
+    fields = {field: getattr(args, dest) for dest, field in _FIELDS.items() if getattr(args, dest, None) is not None}
+    return DepthOptions(backend=args.depth_backend or DEFAULT_BACKEND, intrinsics=args.intrinsics_policy,
+                        focal_px=args.focal, fov_deg=args.fov, device=getattr(args, "device", None) or "auto",
+                        download=getattr(args, "depth_download", True), **fields)
+
+
+def backend_options_from_args(args: argparse.Namespace) -> dict:
+    """The constructor options of ``args.depth_backend`` that were given (:meth:`DepthOptions.backend_kwargs`)."""
+    return depth_options_from_args(args).backend_kwargs()
 
 
 def depth_from_args(args: argparse.Namespace, video):
@@ -118,12 +96,12 @@ def depth_from_args(args: argparse.Namespace, video):
     Raises:
         InputError: bad options, missing weights, or the backend's library not installed.
     """
-    options = backend_options_from_args(args)
+    options = depth_options_from_args(args)
     try:
         from ex4d.depth.api import estimate_depth
 
-        return estimate_depth(video, args.depth_backend, intrinsics=args.intrinsics_policy, focal_px=args.focal,
-                              fov_deg=args.fov, progress=not getattr(args, "quiet", False), **options)
+        return estimate_depth(video, options.backend, progress=not getattr(args, "quiet", False),
+                              **options.estimate_kwargs())
     except ImportError as exc:
         raise InputError(str(exc)) from None
 
@@ -158,10 +136,10 @@ def run_depth(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input_video}: input video not found")
     if Path(args.output).suffix.lower() != ".npz":
         raise InputError(f"{args.output}: --output must be a .npz file")
-    options = backend_options_from_args(args)  # option errors before the (slow) video decoding
+    options = depth_options_from_args(args)  # option errors before the (slow) video decoding
     # The working-size policy of recon and run: with --backend file, the file's maps set the size.
     video = load_working_video(args.input_video, num_frames=args.num_frames or None, height=args.height,
-                               width=args.width, depth_file=options.get("path"))
+                               width=args.width, depth_file=options.file_path)
     result = depth_from_args(args, video)
     print(save_depth_npz(args.output, result))
     return 0
