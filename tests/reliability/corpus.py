@@ -349,7 +349,7 @@ def _subfolder(d: Path, wan: Path) -> Path:
 
 def _depth_model(d: Path, wan: Path) -> Path:
     # The folder of another model (a tiny Depth Anything V2), given where Wan2.1-I2V is expected.
-    from depth.tiny import save_depth_anything  # tests/depth/tiny.py
+    from tests.depth.tiny import save_depth_anything  # tests/depth/tiny.py
     return save_depth_anything(d / "depth-anything")
 
 
@@ -385,7 +385,7 @@ def _garbled_header(d: Path, wan: Path) -> Path:
 
 def _ckpt_from(transform: Callable[[dict], object]):
     def prepare(d: Path) -> Path:
-        from inpaint.tiny import tiny_ex4d_state_dict  # tests/inpaint/tiny.py
+        from tests.inpaint.tiny import tiny_ex4d_state_dict  # tests/inpaint/tiny.py
 
         torch.save(transform(tiny_ex4d_state_dict()), d / "ex4d.ckpt")
         return d / "ex4d.ckpt"
