@@ -73,8 +73,8 @@ def _run_recon(args) -> int:
                             occluders="keep" if args.mesh == "dw" else "delete",
                             extent_filter=args.extent_filter, pixel_offset=args.pixel_offset,
                             angle_reference_focal=REFERENCE_FOCAL_PX if args.scale_min_angle else None)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    except ValueError as exc:  # an InputError names its setting, shown as the flag
+        raise InputError(getattr(exc, "message", str(exc)), getattr(exc, "argument", None)) from None
     render = RenderSettings(backend=args.render_backend, raster=RasterSettings(supersample=args.supersample))
     video, depth, intrinsics = args.input_video, args.depth, None
     if args.depth_backend is not None:
@@ -345,7 +345,8 @@ def _run_run(args) -> int:
 EXAMPLES = {
     "demo": ["ex4d demo --output-dir dm",
              "ex4d demo --output-dir dm-small --height 64 --width 64 --num-frames 9 --cam 90"],
-    "depth": ["ex4d depth --input-video dm/input.mp4 --backend file --depth-file dm/depth.npz --output d.npz",
+    "depth": ["ex4d depth --input-video dm/input.mp4 --num-frames 0 --backend file --depth-file dm/depth.npz "
+              "--output d.npz",
               "ex4d depth --input-video dm/input.mp4 --backend depth-anything-v2 --depth-size small --output d.npz"],
     "recon": ["ex4d recon --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --output-dir out",
               "ex4d recon --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam orbit:angle=60 "
