@@ -141,6 +141,7 @@ def test_documented_command_runs_as_written(workspace, where, command):
         assert res.returncode in (1, 2), f"{where}: {command}: expected its one-line error offline\n{res.stderr}"
         assert len(lines) == 1 and lines[0].startswith(f"ex4d {name}: error: "), f"{where}: {command}\n{res.stderr}"
         assert "internal error" not in lines[0]
+        assert any(word in lines[0].lower() for word in ("download", "not found", "no such")), lines[0]
         return
     assert res.returncode == 0, f"{where}: {command}\n{res.stdout}\n{res.stderr}"
     check_quiet(command, res.stderr)

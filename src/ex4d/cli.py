@@ -355,7 +355,9 @@ EXAMPLES = {
                  "--output-video out/output_90.mp4 --wan-dir Wan2.1-I2V-14B-480P-Diffusers --ex4d-ckpt ex4d.ckpt"],
     "run": ["ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --output-dir dm-run",
             "ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --fill none "
-            "--output-dir dm-render"],
+            "--output-dir dm-render",
+            "ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --fill ex4d "
+            "--output-dir dm-model   # downloads Wan2.1-I2V + the EX-4D adapter (or --wan-dir, --ex4d-ckpt)"],
     "eval": ["ex4d eval --pred dm/output_180.mp4 --ref dm/gt_180.mp4 --mask dm/mask_180.mp4"],
     "trajectory": ["ex4d trajectory --cam orbit:angle=60 --num-frames 49 --radius 3 --output orbit.json"],
     "prepare": ["ex4d prepare --videos CLIPS --output-dir DATA --depth-backend file   # CLIPS/<stem>.npz beside each clip"],

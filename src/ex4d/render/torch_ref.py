@@ -93,7 +93,7 @@ def ray_triangle(d: torch.Tensor, verts: torch.Tensor, faces: torch.Tensor, tol:
 
 #: (sample, triangle) pairs tested at once: about 40 float32 temporaries each, so about 80 MB per chunk.
 MAX_PAIRS = 1 << 19
-#: Side of the smallest tile, in samples; tiles are split until this size or until their candidates fit a chunk.
+#: Side of the smallest tile, in samples: the quadtree splits tiles down to this size, culling faces at every level.
 TILE = 8
 #: Float32 unit roundoff and the factor by which the candidate bounds overestimate the test's rounding errors.
 _EPS, _SAFETY = 2.0 ** -24, 8.0
