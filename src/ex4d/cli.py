@@ -347,12 +347,14 @@ EXAMPLES = {
              "ex4d demo --output-dir dm-small --height 64 --width 64 --num-frames 9 --cam 90"],
     "depth": ["ex4d depth --input-video dm/input.mp4 --num-frames 0 --backend file --depth-file dm/depth.npz "
               "--output d.npz",
-              "ex4d depth --input-video dm/input.mp4 --backend depth-anything-v2 --depth-size small --output d.npz"],
+              "ex4d depth --input-video dm/input.mp4 --num-frames 0 --backend depth-anything-v2 --depth-size small "
+              "--output d.npz"],
     "recon": ["ex4d recon --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --output-dir out",
               "ex4d recon --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam orbit:angle=60 "
               "--output-dir out --save-mesh --save-arrays"],
     "generate": ["ex4d generate --color-video out/color_90.mp4 --mask-video out/mask_90.mp4 "
-                 "--output-video out/output_90.mp4 --wan-dir Wan2.1-I2V-14B-480P-Diffusers --ex4d-ckpt ex4d.ckpt"],
+                 "--output-video out/output_90.mp4   # downloads Wan2.1-I2V + the EX-4D adapter (or --wan-dir, "
+                 "--ex4d-ckpt)"],
     "run": ["ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --output-dir dm-run",
             "ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --fill none "
             "--output-dir dm-render",
@@ -360,7 +362,8 @@ EXAMPLES = {
             "--output-dir dm-model   # downloads Wan2.1-I2V + the EX-4D adapter (or --wan-dir, --ex4d-ckpt)"],
     "eval": ["ex4d eval --pred dm/output_180.mp4 --ref dm/gt_180.mp4 --mask dm/mask_180.mp4"],
     "trajectory": ["ex4d trajectory --cam orbit:angle=60 --num-frames 49 --radius 3 --output orbit.json"],
-    "prepare": ["ex4d prepare --videos CLIPS --output-dir DATA --depth-backend file   # CLIPS/<stem>.npz beside each clip"],
+    "prepare": ["ex4d prepare --videos CLIPS --output-dir DATA --depth-backend file   "
+                "# CLIPS/<stem>.npz beside each clip"],
     "train": ["ex4d train --data DATA --wan-dir Wan2.1-I2V-14B-480P-Diffusers --output-dir RUN"],
     "ui": ["ex4d ui --port 7860"],
 }

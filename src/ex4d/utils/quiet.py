@@ -17,8 +17,8 @@ THIRD_PARTY_LOGGERS = ("torch", "torchao", "diffusers", "transformers", "hugging
 
 #: Verbosity switches the libraries read when they set up their own logging (they reset their loggers' levels;
 #: torch's is read again when torch._dynamo loads, as torchao makes it).
-_VERBOSITY_ENV = {"TORCH_LOGS": "-all", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "HF_HUB_VERBOSITY": "error",
-                  "TF_CPP_MIN_LOG_LEVEL": "3"}
+_VERBOSITY_ENV = {"TORCH_LOGS": "-all", "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
+                  "HF_HUB_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def quiet_third_party() -> None:
