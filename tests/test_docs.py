@@ -11,6 +11,7 @@ and ex4d's one-line notes (quiet by default).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import os
 import re
@@ -201,3 +202,26 @@ def test_readme_python_section_runs(workspace, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and res.stdout.strip().endswith("done"), res.stderr
     assert (tmp_path / "out" / "output_180.mp4").is_file() and (tmp_path / "out" / "DW-Mesh.ply").is_file()
+
+
+# --- ex4d --version / --help ----------------------------------------------------------------------------------------
+
+def test_version_and_help_list_every_command_with_examples(capsys):
+    from ex4d.cli import EXAMPLES, build_parser, main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"ex4d {ex4d.__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    purposes = {c.dest: c.help for c in sub._choices_actions}
+    assert set(purposes) == set(sub.choices) == set(EXAMPLES)  # every command has a purpose and examples
+    for name, purpose in purposes.items():
+        assert purpose and re.search(rf"^\s+{name}\b", top, re.M), name
+        assert " ".join(purpose.split()[:3]) in " ".join(top.split())
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert "examples:\n" in text and all(line in text for line in EXAMPLES[name]), name
