@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import wall_and_box
+from tests.conftest import wall_and_box
 from ex4d.geometry.conventions import reference_intrinsics, transform_points, invert_rigid, unproject_depth
 from ex4d.geometry.trajectory import Trajectory, make_trajectory
 from ex4d.io.video import Video

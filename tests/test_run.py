@@ -246,7 +246,7 @@ def test_gif_is_downscaled_to_at_most_480_px_and_12_fps(tmp_path):
 @pytest.mark.slow  # ~25 s on 2 CPU cores: writing, loading and running the tiny model
 def test_ex4d_fill_with_a_tiny_model_loads_it_only_when_needed(tmp_path):
     """--fill ex4d through the real loading path (tiny random Wan2.1-I2V + ex4d.ckpt in the real layouts)."""
-    from inpaint.tiny import write_ex4d_ckpt, write_wan_dir
+    from tests.inpaint.tiny import write_ex4d_ckpt, write_wan_dir
 
     from tests.conftest import wall_and_box
 

@@ -19,6 +19,7 @@ from ex4d.train.prepare_cli import add_prepare_parser
 from ex4d.train.train_cli import add_train_parser
 from ex4d.ui.cli import add_ui_parser
 from ex4d.utils.argtypes import flag_of, non_negative_int, positive_int
+from ex4d.utils.quiet import quiet_third_party
 
 
 def _add_recon(sub) -> None:
@@ -73,8 +74,8 @@ def _run_recon(args) -> int:
                             occluders="keep" if args.mesh == "dw" else "delete",
                             extent_filter=args.extent_filter, pixel_offset=args.pixel_offset,
                             angle_reference_focal=REFERENCE_FOCAL_PX if args.scale_min_angle else None)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    except ValueError as exc:  # an InputError names its setting, shown as the flag
+        raise InputError(getattr(exc, "message", str(exc)), getattr(exc, "argument", None)) from None
     render = RenderSettings(backend=args.render_backend, raster=RasterSettings(supersample=args.supersample))
     video, depth, intrinsics = args.input_video, args.depth, None
     if args.depth_backend is not None:
@@ -274,11 +275,61 @@ def _run_run(args) -> int:
     return 0
 
 
+# Examples shown by `ex4d <command> --help`: one story from the demo scene (`dm/`), so each line runs as written
+# after `ex4d demo --output-dir dm` (tests/test_docs.py runs them; those needing weights end in their one-line error).
+EXAMPLES = {
+    "demo": ["ex4d demo --output-dir dm",
+             "ex4d demo --output-dir dm-small --height 64 --width 64 --num-frames 9 --cam 90"],
+    "depth": ["ex4d depth --input-video dm/input.mp4 --num-frames 0 --backend file --depth-file dm/depth.npz "
+              "--output d.npz",
+              "ex4d depth --input-video dm/input.mp4 --num-frames 0 --backend depth-anything-v2 --depth-size small "
+              "--output d.npz"],
+    "recon": ["ex4d recon --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --output-dir out",
+              "ex4d recon --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam orbit:angle=60 "
+              "--output-dir out --save-mesh --save-arrays"],
+    "generate": ["ex4d generate --color-video out/color_90.mp4 --mask-video out/mask_90.mp4 "
+                 "--output-video out/output_90.mp4   # downloads Wan2.1-I2V + the EX-4D adapter (or --wan-dir, "
+                 "--ex4d-ckpt)"],
+    "run": ["ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --output-dir dm-run",
+            "ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --fill none "
+            "--output-dir dm-render",
+            "ex4d run --input-video dm/input.mp4 --depth dm/depth.npz --num-frames 0 --cam 90 --fill ex4d "
+            "--output-dir dm-model   # downloads Wan2.1-I2V + the EX-4D adapter (or --wan-dir, --ex4d-ckpt)"],
+    "eval": ["ex4d eval --pred dm/output_180.mp4 --ref dm/gt_180.mp4 --mask dm/mask_180.mp4"],
+    "trajectory": ["ex4d trajectory --cam orbit:angle=60 --num-frames 49 --radius 3 --output orbit.json"],
+    "prepare": ["ex4d prepare --videos CLIPS --output-dir DATA --depth-backend file   "
+                "# CLIPS/<stem>.npz beside each clip"],
+    "train": ["ex4d train --data DATA --wan-dir Wan2.1-I2V-14B-480P-Diffusers --output-dir RUN"],
+    "ui": ["ex4d ui --port 7860"],
+}
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's wrapping, except for the examples epilog, whose lines are commands kept as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+def _add_examples(sub) -> None:
+    for name, parser in sub.choices.items():
+        if name in EXAMPLES:
+            parser.formatter_class = _HelpFormatter
+            parser.epilog = "examples:\n" + "\n".join("  " + line for line in EXAMPLES[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ex4d", description="Extreme-viewpoint 4D video synthesis.")
+    parser = argparse.ArgumentParser(
+        prog="ex4d", description="Extreme-viewpoint 4D video synthesis: a monocular video along a new camera path.",
+        epilog="`ex4d <command> --help` lists a command's options with examples. Quick start, offline: "
+               "ex4d demo --output-dir dm")
     parser.add_argument("--version", action="version", version=f"ex4d {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the traceback of any error (anywhere on the line)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the libraries' own messages and warnings (anywhere on the line)")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
     _add_demo(sub)
     add_depth_parser(sub)
     _add_recon(sub)
@@ -292,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ex4d.view.cli import add_view_parser  # here, not above: a self-contained hook
 
     add_view_parser(sub)
+    _add_examples(sub)
     return parser
 
 
@@ -351,11 +403,12 @@ def _os_error_text(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None, *, command="ex4d"):
-    # Input warnings (e.g. a huge video downscaled) are one line, like errors; others keep Python's format.
+def _print_warning(message, category, filename, lineno, file=None, line=None, *, command="ex4d", verbose=False):
+    # Input warnings (e.g. a huge video downscaled) are one line, like errors; others (the libraries' deprecation
+    # notices and such) only with --verbose/--debug, in Python's format.
     if issubclass(category, InputWarning):
         print(f"ex4d {command}: note: {_one_line(message)}", file=sys.stderr)
-    else:
+    elif verbose:
         _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
@@ -369,9 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     Anything else is a bug: one "internal error" line, exit 1 (``--debug`` prints the traceback for all of them).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    # --debug is accepted anywhere on the line, not only before the subcommand.
-    debug = "--debug" in argv
-    argv = (["--debug"] if debug else []) + [a for a in argv if a != "--debug"]
+    # --debug and --verbose are accepted anywhere on the line, not only before the subcommand.
+    debug, verbose = "--debug" in argv, "--verbose" in argv
+    argv = [f for f, on in (("--debug", debug), ("--verbose", verbose)) if on] + \
+        [a for a in argv if a not in ("--debug", "--verbose")]
+    if not (debug or verbose):
+        quiet_third_party()
     args = build_parser().parse_args(argv)
     prefix = f"ex4d {args.command}"
 
@@ -382,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     with warnings.catch_warnings():
-        warnings.showwarning = functools.partial(_print_warning, command=args.command)
+        warnings.showwarning = functools.partial(_print_warning, command=args.command, verbose=debug or verbose)
         try:
             return args.func(args)
         except InputError as exc:

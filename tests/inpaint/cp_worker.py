@@ -12,8 +12,8 @@ def run_rank(rank: int, world: int, port: int, wan: str, ckpt: str, out: str, mo
     # A CPU-only torch reports 0 accelerators, and diffusers places rank r on device r % count.
     torch.accelerator.device_count = lambda: 1
     torch.set_num_threads(1)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from inpaint.tiny import tiny_videos
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the checkout
+    from tests.inpaint.tiny import tiny_videos
 
     from ex4d.inpaint.loading import load_pipeline
     from ex4d.inpaint.parallel import enable_parallel, init_parallel, shutdown_parallel
@@ -32,8 +32,8 @@ def run_rank(rank: int, world: int, port: int, wan: str, ckpt: str, out: str, mo
 
 def run_rank_cuda(wan: str, ckpt: str, out: str, mode: str) -> None:
     """One rank under torchrun on CUDA (bf16), as ``ex4d generate --parallel`` sets it up."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from inpaint.tiny import tiny_videos
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the checkout
+    from tests.inpaint.tiny import tiny_videos
 
     from ex4d.inpaint.loading import load_pipeline
     from ex4d.inpaint.parallel import enable_parallel, init_parallel, shutdown_parallel

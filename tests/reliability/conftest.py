@@ -11,7 +11,7 @@ from .report import STATS, summary, table
 @pytest.fixture(scope="session")
 def corpus_models(tmp_path_factory):
     """(Wan2.1-I2V folder, ex4d.ckpt): tiny random models in the real layouts (tests/inpaint/tiny.py)."""
-    from inpaint.tiny import write_ex4d_ckpt, write_wan_dir
+    from tests.inpaint.tiny import write_ex4d_ckpt, write_wan_dir
 
     root = tmp_path_factory.mktemp("corpus_models")
     return write_wan_dir(root / "wan"), write_ex4d_ckpt(root / "ex4d.ckpt")

@@ -103,6 +103,13 @@ def recon_argv(video, depth, out, *extra, num_frames: int = T) -> list[str]:
             "--num-frames", str(num_frames), "--device", "cpu", "--quiet", *extra]
 
 
+def _recon_with_option(flag: str, value: str):
+    """make(): recon of the good clip with one option set (the later --cam wins over recon_argv's)."""
+    def make(d: Path):
+        return recon_argv(good_video(d), good_depth(d), d / "out", flag, value), d / "out"
+    return make
+
+
 def _recon_with_video(write: Callable[[Path], Path], depth_size=(H, W), num_frames: int = T):
     """make(): recon of the video ``write`` produces, with a matching good depth file."""
     def make(d: Path):
@@ -349,7 +356,7 @@ def _subfolder(d: Path, wan: Path) -> Path:
 
 def _depth_model(d: Path, wan: Path) -> Path:
     # The folder of another model (a tiny Depth Anything V2), given where Wan2.1-I2V is expected.
-    from depth.tiny import save_depth_anything  # tests/depth/tiny.py
+    from tests.depth.tiny import save_depth_anything  # tests/depth/tiny.py
     return save_depth_anything(d / "depth-anything")
 
 
@@ -385,7 +392,7 @@ def _garbled_header(d: Path, wan: Path) -> Path:
 
 def _ckpt_from(transform: Callable[[dict], object]):
     def prepare(d: Path) -> Path:
-        from inpaint.tiny import tiny_ex4d_state_dict  # tests/inpaint/tiny.py
+        from tests.inpaint.tiny import tiny_ex4d_state_dict  # tests/inpaint/tiny.py
 
         torch.save(transform(tiny_ex4d_state_dict()), d / "ex4d.ckpt")
         return d / "ex4d.ckpt"
@@ -669,6 +676,20 @@ CASES: list[Case] = [
          "error: --json: Not a directory"),
     Case("demo-output-under-a-file", "output", _demo_under_a_file, 1, "--output-dir",
          "error: --output-dir: Not a directory"),
+    # --- documented options at their extremes (issue 19): a result or one line naming the flag --------------
+    *[Case(f"option-{flag[2:]}-{value}", "option", _recon_with_option(flag, value), 2, flag, expect)
+      for flag, value, expect in (
+          ("--min-angle", "90", "error: --min-angle: expected an angle in degrees in (0, 60), got 90.0"),
+          ("--min-angle", "nan", "error: --min-angle: expected an angle in degrees in (0, 60), got nan"),
+          ("--border-depth", "inf", "error: --border-depth: expected a finite depth > 0, got inf"),
+          ("--border-depth", "0", "error: --border-depth: expected a finite depth > 0, got 0.0"),
+          ("--pixel-offset", "nan", "error: --pixel-offset: expected a position in the pixel in [0, 1], got nan"),
+          ("--pixel-offset", "1e9", "error: --pixel-offset: expected a position in the pixel in [0, 1], ..."))],
+    *[Case(f"option-{flag[2:]}-{value}", "option", _recon_with_option(flag, value), 0, None, "success")
+      for flag, value in (("--render-backend", "torch"), ("--supersample", "8"), ("--batch-size", "100000"),
+                          ("--border-depth", "1e-9"), ("--border-depth", "1e30"), ("--pixel-offset", "1"),
+                          ("--cam", "orbit:angle=1e9"), ("--cam", "-360"), ("--cam", "spiral:turns=1e6"),
+                          ("--cam", "dolly:distance=-1e9"), ("--mesh", "plain"))],
     # --- outputs and paths --------------------------------------------------------------------------------
     Case("output-under-a-file", "output", _output_under_a_file, 1, "--output-dir",
          "error: --output-dir: Not a directory"),

@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 
+from ex4d.errors import InputError
 from ex4d.geometry.conventions import PIXEL_CENTER, unproject_depth
 from ex4d.mesh.filters import extent_valid, grid_extent_valid, grid_min_angle_valid, min_angle_valid
 
@@ -45,8 +46,13 @@ class MeshSettings:
     def __post_init__(self):
         if self.occluders not in ("keep", "delete"):
             raise ValueError(f"occluders must be 'keep' or 'delete', got {self.occluders!r}")
-        if not self.border_depth > 0 or not 0 < self.min_angle_deg < 60:
-            raise ValueError("border_depth must be > 0 and min_angle_deg in (0, 60)")
+        # InputError (a ValueError) naming the setting: the CLI shows it as its flag (--border-depth, ...).
+        if not 0 < self.border_depth < math.inf:
+            raise InputError(f"expected a finite depth > 0, got {self.border_depth}", "border_depth")
+        if not 0 < self.min_angle_deg < 60:
+            raise InputError(f"expected an angle in degrees in (0, 60), got {self.min_angle_deg}", "min_angle")
+        if not 0 <= self.pixel_offset <= 1:
+            raise InputError(f"expected a position in the pixel in [0, 1], got {self.pixel_offset}", "pixel_offset")
         if self.angle_reference_focal is not None and not self.angle_reference_focal > 0:
             raise ValueError("angle_reference_focal must be positive (or None)")
 
