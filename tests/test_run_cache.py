@@ -312,7 +312,7 @@ def test_ex4d_fill_of_a_long_clip_runs_windows_and_resumes_after_a_kill(tmp_path
 def test_ex4d_fill_with_tiny_models_produces_the_clips_geometry(tmp_path, capsys):
     """``ex4d run --fill ex4d`` through the real loading path on an odd-sized, short 12 fps clip."""
     pytest.importorskip("diffusers")
-    from inpaint.tiny import write_ex4d_ckpt, write_wan_dir
+    from tests.inpaint.tiny import write_ex4d_ckpt, write_wan_dir
 
     from ex4d.cli import main
 
