@@ -221,3 +221,20 @@ def test_the_ui_and_generation_flags_do_not_import_the_main_cli():
             "print(sorted(m for m in ('ex4d.cli', 'torch', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["recon", "--supersample", "0"], "ex4d recon: error: argument --supersample"),
+    (["recon", "--input-video", "v.mp4"], "ex4d recon: error: the following arguments are required: --output-dir"),
+    (["recon", "--input-video", "v.mp4", "--output-dir", "o", "--wat"], "ex4d: error: unrecognized arguments: --wat"),
+    (["run", "--fill", "magic"], "ex4d run: error: argument --fill: invalid choice"),
+    ([], "ex4d: error: the following arguments are required: <command>"),
+])
+def test_argument_errors_are_one_line_with_a_help_pointer(argv, needle, capsys):
+    from ex4d.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith(needle), err
+    assert err.rstrip().endswith("--help)") and "usage:" not in err

@@ -38,6 +38,7 @@ NOT_RUN = {
     "torchrun": "needs several GPUs",
     "accelerate launch": "needs several GPUs",
     "ex4d ui": "starts a web server that runs until stopped (tests/ui drives the app)",
+    "ex4d view": "starts the viewer's server, which runs until stopped (tests/view drives it, the CLI included)",
 }
 #: Commands whose arguments are elided ("...") in the doc (e.g. `ex4d train ... --resume latest`) are not runnable
 #: as written; their full form is run where the doc gives it.

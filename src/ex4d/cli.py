@@ -301,6 +301,8 @@ EXAMPLES = {
                 "# CLIPS/<stem>.npz beside each clip"],
     "train": ["ex4d train --data DATA --wan-dir Wan2.1-I2V-14B-480P-Diffusers --output-dir RUN"],
     "ui": ["ex4d ui --port 7860"],
+    "view": ["ex4d view --run dm-run   # an ex4d run output folder: its clip, paths and outputs in 4D",
+             "ex4d view --input-video dm/input.mp4 --depth dm/depth.npz --cam 90"],
 }
 
 
@@ -320,8 +322,16 @@ def _add_examples(sub) -> None:
             parser.epilog = "examples:\n" + "\n".join("  " + line for line in EXAMPLES[name])
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' too) whose errors are one line, as every other ``ex4d`` error:
+    ``ex4d <cmd>: error: <what argparse says> (see ex4d <cmd> --help)``, exit status 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ex4d", description="Extreme-viewpoint 4D video synthesis: a monocular video along a new camera path.",
         epilog="`ex4d <command> --help` lists a command's options with examples. Quick start, offline: "
                "ex4d demo --output-dir dm")
