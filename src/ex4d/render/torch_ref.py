@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ex4d.render.raster import (
+from ex4d.render.raster_spec import (
     EDGE_TOL_PX,
     RasterOutput,
     RasterSettings,
