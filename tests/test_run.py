@@ -273,3 +273,37 @@ def test_ex4d_fill_with_a_tiny_model_loads_it_only_when_needed(tmp_path):
     run(video, out, cams=["60"], depth=depth, fill="ex4d", num_frames=None, height=32, width=32, device="cpu",
         generate_options=options, progress=False, pipe=again)
     assert again.loads == 0  # all cached: the model is never loaded
+
+
+def test_the_preview_is_written_in_chunks_with_the_frames_of_one_side_by_side(tmp_path, monkeypatch):
+    """The preview stage lays out PREVIEW_CHUNK frames at a time: each chunk is exactly those frames of the whole
+    clip's side-by-side (captions and layout do not depend on the frames around), and all frames come out."""
+    import ex4d.runner as runner
+    from ex4d.io.preview import side_by_side
+    from ex4d.io.video import Video, save_video
+
+    rng = np.random.default_rng(2)
+    source = rng.integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    color = rng.integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    mask = rng.random((7, 16, 16)) < 0.5
+    save_video(tmp_path / "out.mp4", source, fps=10, crf=0)
+    chunks = []
+    import ex4d.io.video as video_io
+
+    original = video_io.save_video
+
+    def spy(path, frames, **kw):  # the stage imports save_video from ex4d.io.video when it runs
+        frames = [frames] if isinstance(frames, np.ndarray) else [np.array(c) for c in frames]
+        if Path(path).suffix == ".mp4":
+            chunks.extend(frames)
+        return original(path, iter(frames), **kw)
+
+    monkeypatch.setattr(video_io, "save_video", spy)
+    monkeypatch.setattr(runner, "PREVIEW_CHUNK", 3)
+    runner._write_previews(tmp_path / "p.mp4", tmp_path / "p.gif", Video(source, 10.0, (16, 16)), color, mask,
+                           tmp_path / "out.mp4")
+    assert [len(c) for c in chunks] == [3, 3, 1]
+    filled = video_io.load_video(tmp_path / "out.mp4", num_frames=None, height=16, width=16).frames
+    whole = side_by_side([source, color, mask, filled], ["input", "render", "mask", "output"])
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+    assert probe_video(tmp_path / "p.mp4")["frames"] == 7

@@ -45,6 +45,8 @@ OFFLINE_FILL_VERSION = 3  # 2: static-background plate + background-biased inpai
 NO_FILL_VERSION = 1
 EX4D_FILL_VERSION = 3  # 2: frames, size and rate derived from the render; 3: every frame, windows
 PREVIEW_VERSION = 1
+#: Frames laid side by side and encoded at a time by the preview stage.
+PREVIEW_CHUNK = 16
 
 
 @dataclass
@@ -458,5 +460,7 @@ def _write_previews(mp4: Path, gif: Path, video, color: np.ndarray, mask: np.nda
     n = min(len(source), len(filled))
     panels = [source[:n], color[:n], mask[:n], filled[:n]]
     labels = ["input", "render", "mask", "output"]
-    save_video(mp4, side_by_side(panels, labels), fps=15.0)
+    # a few frames at a time: the side-by-side frames of a whole long clip would be 4 clips' worth of memory
+    save_video(mp4, (side_by_side([p[lo:lo + PREVIEW_CHUNK] for p in panels], labels)
+                     for lo in range(0, n, PREVIEW_CHUNK)), fps=15.0)
     save_grid_gif(gif, panels, labels, fps=video.fps)

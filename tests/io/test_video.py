@@ -451,3 +451,22 @@ def test_numpy_integers_are_accepted(index_mp4):
 
 def test_probe_video(index_mp4):
     assert probe_video(index_mp4) == {"frames": T, "fps": 30.0, "height": H, "width": W}
+
+
+def test_save_video_encodes_chunks_of_frames_as_one_video(tmp_path):
+    """An iterator of chunks is the same video as the whole array (a long clip need not be in memory at once);
+    chunks must share the first one's frame shape, and no chunk at all is an error."""
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (11, 16, 24, 3), dtype=np.uint8)
+    whole = save_video(tmp_path / "whole.mp4", frames, fps=12, crf=0)
+    chunked = save_video(tmp_path / "chunked.mp4", (frames[lo:lo + 4] for lo in range(0, 11, 4)), fps=12, crf=0)
+    a = load_video(whole, num_frames=None, height=16, width=24).frames
+    b = load_video(chunked, num_frames=None, height=16, width=24).frames
+    assert a.shape == b.shape == (11, 16, 24, 3)
+    np.testing.assert_array_equal(a, b)
+    assert probe_video(chunked)["frames"] == 11 and round(probe_video(chunked)["fps"]) == 12
+    with pytest.raises(ValueError, match="first one's frame shape"):
+        save_video(tmp_path / "bad.mp4", iter([frames[:2], frames[:2, :8]]), fps=12)
+    with pytest.raises(ValueError, match="no frames"):
+        save_video(tmp_path / "none.mp4", iter([]), fps=12)
+    assert not (tmp_path / "bad.mp4").exists() and not (tmp_path / "none.mp4").exists()

@@ -402,7 +402,8 @@ def save_video(path: str | os.PathLike, frames, fps: float | Fraction = 30.0, cr
 
     Args:
         path: destination ``.mp4`` (also ``.m4v``/``.mov``); parent folders are created.
-        frames: (T, H, W, 3) uint8 RGB or (T, H, W) uint8 grey; H and W even.
+        frames: (T, H, W, 3) uint8 RGB or (T, H, W) uint8 grey, H and W even; or an iterator of such arrays
+            (chunks of frames, encoded in turn: a long video never has to be in memory at once).
         fps: frame rate; fractional rates are kept exactly (e.g. ``Fraction(30000, 1001)``).
         crf: x264 constant rate factor, 0 (lossless) to 51; 18 is visually lossless.
 
@@ -416,14 +417,9 @@ def save_video(path: str | os.PathLike, frames, fps: float | Fraction = 30.0, cr
     container_format = _WRITE_FORMATS.get(path.suffix.lower())
     if container_format is None:
         raise ValueError(f"{path}: save_video writes {'/'.join(_WRITE_FORMATS)} files")
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    if not (frames.ndim == 3 or (frames.ndim == 4 and frames.shape[-1] == 3)):
-        raise ValueError(f"frames must be (T, H, W, 3) RGB or (T, H, W) grey, got shape {frames.shape}")
-    num, height, width = frames.shape[:3]
-    if num == 0 or height == 0 or width == 0:
-        raise ValueError(f"frames must not be empty, got shape {frames.shape}")
+    chunks = iter([frames] if isinstance(frames, np.ndarray) or not _is_chunk_iterable(frames) else frames)
+    first = _check_chunk(next(chunks, None), None)
+    height, width = first.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"H.264 yuv420p needs even height and width, got {height}x{width}")
     rate = _fps_fraction(fps)
@@ -438,11 +434,39 @@ def save_video(path: str | os.PathLike, frames, fps: float | Fraction = 30.0, cr
             # Tag the colours we encode with so players do not guess (they guess BT.601 for small videos).
             cc = stream.codec_context
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited
-            for i, image in enumerate(frames):
-                if image.ndim == 2:
-                    image = np.repeat(image[:, :, None], 3, axis=2)
-                frame = _rgb_to_video_frame(np.ascontiguousarray(image))
-                frame.pts = i  # in units of 1/rate, the codec's time base
-                container.mux(stream.encode(frame))
+            pts = 0
+            chunk = first
+            while chunk is not None:
+                for image in chunk:
+                    if image.ndim == 2:
+                        image = np.repeat(image[:, :, None], 3, axis=2)
+                    frame = _rgb_to_video_frame(np.ascontiguousarray(image))
+                    frame.pts = pts  # in units of 1/rate, the codec's time base
+                    pts += 1
+                    container.mux(stream.encode(frame))
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    chunk = _check_chunk(chunk, first.shape[1:])
             container.mux(stream.encode())
     return path
+
+
+def _is_chunk_iterable(frames) -> bool:
+    """True for an iterator/generator/list of frame arrays (chunks), False for one array-like of frames."""
+    return not hasattr(frames, "shape") and not isinstance(frames, (list, tuple))
+
+
+def _check_chunk(frames, shape: tuple | None) -> np.ndarray:
+    """``frames`` as a uint8 (t, H, W, 3) / (t, H, W) array, of the first chunk's frame ``shape`` when given."""
+    if frames is None:
+        raise ValueError("frames must not be empty, got no frames")
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    if not (frames.ndim == 3 or (frames.ndim == 4 and frames.shape[-1] == 3)):
+        raise ValueError(f"frames must be (T, H, W, 3) RGB or (T, H, W) grey, got shape {frames.shape}")
+    if shape is None and (0 in frames.shape[:3]):
+        raise ValueError(f"frames must not be empty, got shape {frames.shape}")
+    if shape is not None and frames.shape[1:] != shape:
+        raise ValueError(f"every chunk of frames must have the first one's frame shape {shape}, got {frames.shape[1:]}")
+    return frames
