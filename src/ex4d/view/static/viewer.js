@@ -63,17 +63,28 @@ void main() {
   outOcc = vec4(occ ? 1.0 : 0.0);
 }`;
 
-  const MESH_VS = `#version 300 es
-precision highp float; precision highp int;
-${GRID_GLSL}
-uniform highp sampler2D uColor;
-uniform highp sampler2D uOcc;
+  // A camera-space point c (OpenCV axes) to clip space, shared by the mesh and the path lines.
+  const PROJECT_GLSL = `
 uniform mat4 uW2C;
 uniform vec4 uDstK;           // fx, fy, cx, cy of the view camera
 uniform vec2 uDstSize;        // view W, H
 uniform float uNear, uFar;
 uniform bool uUseProj;
 uniform mat4 uProj;
+// OpenCV pinhole -> clip space: pixel (u, v) from the top-left; near/far clip as ex4d's rasteriser
+vec4 project(vec3 c) {
+  return uUseProj ? uProj * vec4(c.x, -c.y, -c.z, 1.0)  // a GL projection (WebXR): OpenCV -> GL eye axes
+      : vec4(2.0 * (uDstK.x * c.x + uDstK.z * c.z) / uDstSize.x - c.z,
+             c.z - 2.0 * (uDstK.y * c.y + uDstK.w * c.z) / uDstSize.y,
+             (c.z * (uFar + uNear) - 2.0 * uFar * uNear) / (uFar - uNear), c.z);
+}`;
+
+  const MESH_VS = `#version 300 es
+precision highp float; precision highp int;
+${GRID_GLSL}
+uniform highp sampler2D uColor;
+uniform highp sampler2D uOcc;
+${PROJECT_GLSL}
 out vec4 vRGBA;
 out float vZ;
 void main() {
@@ -83,11 +94,7 @@ void main() {
   vRGBA = texelFetch(uOcc, p, 0).r > 0.5 ? vec4(0.0) : vec4(texelFetch(uColor, p, 0).rgb, 1.0);
   vec3 c = (uW2C * vec4(P, 1.0)).xyz;
   vZ = c.z;
-  // OpenCV pinhole -> clip space: pixel (u, v) from the top-left; near/far clip as ex4d's rasteriser
-  gl_Position = uUseProj ? uProj * vec4(c.x, -c.y, -c.z, 1.0)  // a GL projection (WebXR): OpenCV -> GL eye axes
-      : vec4(2.0 * (uDstK.x * c.x + uDstK.z * c.z) / uDstSize.x - c.z,
-             c.z - 2.0 * (uDstK.y * c.y + uDstK.w * c.z) / uDstSize.y,
-             (c.z * (uFar + uNear) - 2.0 * uFar * uNear) / (uFar - uNear), c.z);
+  gl_Position = project(c);
 }`;
 
   const MESH_FS = `#version 300 es
@@ -104,20 +111,12 @@ void main() {
   const LINE_VS = `#version 300 es
 precision highp float;
 in vec3 aPos;
-uniform mat4 uW2C;
-uniform vec4 uDstK;
-uniform vec2 uDstSize;
-uniform float uNear, uFar;
-uniform bool uUseProj;
-uniform mat4 uProj;
+${PROJECT_GLSL}
 out float vZ;
 void main() {
   vec3 c = (uW2C * vec4(aPos, 1.0)).xyz;
   vZ = c.z;
-  gl_Position = uUseProj ? uProj * vec4(c.x, -c.y, -c.z, 1.0)  // a GL projection (WebXR): OpenCV -> GL eye axes
-      : vec4(2.0 * (uDstK.x * c.x + uDstK.z * c.z) / uDstSize.x - c.z,
-             c.z - 2.0 * (uDstK.y * c.y + uDstK.w * c.z) / uDstSize.y,
-             (c.z * (uFar + uNear) - 2.0 * uFar * uNear) / (uFar - uNear), c.z);
+  gl_Position = project(c);
 }`;
 
   const LINE_FS = `#version 300 es
