@@ -217,12 +217,17 @@ def test_model_files_options_and_fill_kind_rerun_only_the_fill_and_preview(tiny_
                                                  SamplingOptions(steps=3))) == set()
 
 
+def clip_with_depth(tmp_path: Path, num_frames: int, height: int, width: int, fps: float) -> tuple[Path, Path]:
+    """A wall-and-box clip written as ``clip.mp4`` at ``fps`` and its exact depth as ``d.npz``."""
+    frames, depth = wall_and_box(num_frames=num_frames, height=height, width=width)
+    video = save_video(tmp_path / "clip.mp4", frames, fps=fps)
+    np.savez(tmp_path / "d.npz", depth=depth)
+    return video, tmp_path / "d.npz"
+
+
 def test_ex4d_fill_takes_the_renders_geometry(tmp_path, stand_in, recwarn):
     """A 9-frame 64×128 clip at 12 fps is generated as 9 frames of 64×128 at 12 fps, not at the defaults."""
-    frames, depth = wall_and_box(num_frames=9, height=64, width=128)
-    video = tmp_path / "wide.mp4"
-    save_video(video, frames, fps=12)
-    np.savez(tmp_path / "d.npz", depth=depth)
+    video, _ = clip_with_depth(tmp_path, 9, 64, 128, fps=12)
     options = GenerationOptions(ModelOptions(tmp_path / "wan", tmp_path / "c.ckpt"))
     run(video, tmp_path / "out", cams=["30"], depth=tmp_path / "d.npz", fill="ex4d", num_frames=None,
         device="cpu", generate_options=options, progress=False)
@@ -237,10 +242,7 @@ def test_ex4d_fill_rounds_an_odd_clip_as_the_model_needs_with_a_note(tmp_path, s
     of 16); the output has the clip's 10 frames at 12 fps; one note, about the size."""
     from ex4d.cli import main
 
-    frames, depth = wall_and_box(num_frames=10, height=40, width=72)
-    video = tmp_path / "odd.mp4"
-    save_video(video, frames, fps=12)
-    np.savez(tmp_path / "d.npz", depth=depth)
+    video, _ = clip_with_depth(tmp_path, 10, 40, 72, fps=12)
     wan, ckpt = tmp_path / "wan", tmp_path / "c.ckpt"
     wan.mkdir()
     ckpt.write_bytes(b"")
@@ -259,10 +261,7 @@ def test_ex4d_fill_rounds_an_odd_clip_as_the_model_needs_with_a_note(tmp_path, s
 def test_ex4d_fill_of_a_long_clip_runs_windows_and_resumes_after_a_kill(tmp_path, stand_in):
     """A 40-frame clip with 13-frame windows (overlap 4): 5 windows, each conditioned on the one before; the output
     has 40 frames. A run killed in its third window resumes there and ends with the same frames."""
-    frames, depth = wall_and_box(num_frames=40, height=32, width=48)
-    video = tmp_path / "long.mp4"
-    save_video(video, frames, fps=10)
-    np.savez(tmp_path / "d.npz", depth=depth)
+    video, _ = clip_with_depth(tmp_path, 40, 32, 48, fps=10)
     wan, ckpt = tmp_path / "wan", tmp_path / "c.ckpt"
     wan.mkdir()
     ckpt.write_bytes(b"adapter")
@@ -316,10 +315,7 @@ def test_ex4d_fill_with_tiny_models_produces_the_clips_geometry(tmp_path, capsys
 
     from ex4d.cli import main
 
-    frames, depth = wall_and_box(num_frames=6, height=24, width=40)
-    video = tmp_path / "odd.mp4"
-    save_video(video, frames, fps=12)
-    np.savez(tmp_path / "d.npz", depth=depth)
+    video, _ = clip_with_depth(tmp_path, 6, 24, 40, fps=12)
     wan, ckpt = write_wan_dir(tmp_path / "wan"), write_ex4d_ckpt(tmp_path / "ex4d.ckpt")
     assert main(["run", "--input-video", str(video), "--depth", str(tmp_path / "d.npz"), "--output-dir",
                  str(tmp_path / "out"), "--cam", "30", "--fill", "ex4d", "--wan-dir", str(wan), "--ex4d-ckpt",

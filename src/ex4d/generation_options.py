@@ -147,13 +147,13 @@ class SamplingOptions:
     window_overlap: int = 8
 
     def __post_init__(self):
-        from ex4d.utils.windows import plan_windows
+        from ex4d.utils.windows import check_windows
 
         if self.steps < 1:
             raise InputError(f"--steps must be >= 1, got {self.steps}", argument="steps")
         if self.mask_erode is not None and self.mask_erode < 0:
             raise InputError(f"--mask-erode must be >= 0, got {self.mask_erode}", argument="mask_erode")
-        plan_windows(self.window + 1, self.window, self.window_overlap)  # --window / --window-overlap checks
+        check_windows(self.window, self.window_overlap)
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments of :func:`ex4d.inpaint.generate.generate` (prompts filled in with the defaults)."""

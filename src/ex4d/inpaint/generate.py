@@ -13,10 +13,10 @@ import torch
 from ex4d.errors import InputError
 from ex4d.inpaint.memory import GROUP_OFFLOAD_TYPES, OFFLOAD_MODES, configure_memory
 from ex4d.inpaint.preprocess import reference_frame_indices, round_num_frames, round_size
+from ex4d.inpaint.speed import SpeedSettings, configure_speed
 from ex4d.inpaint.windows import WindowStore, generate_windows
 from ex4d.stages import fingerprint, stable_hash
-from ex4d.utils.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, plan_windows
-from ex4d.inpaint.speed import SpeedSettings, configure_speed
+from ex4d.utils.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, check_windows
 from ex4d.inpaint.prompts import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_HEIGHT,
@@ -29,13 +29,13 @@ from ex4d.inpaint.prompts import (
 
 __all__ = ["generate", "load_generation_pipeline", "check_generation_setup", "default_dtype"]
 
+logger = logging.getLogger(__name__)
+
 
 def _window_folder(output_video) -> Path:
     """Where the finished windows of ``output_video`` are kept until it is written (a hidden sibling folder)."""
     out = Path(output_video)
     return out.with_name(f".{out.name}.windows")
-
-logger = logging.getLogger(__name__)
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:
@@ -161,9 +161,9 @@ def generate(
     if group_offload_type not in GROUP_OFFLOAD_TYPES:
         raise InputError(f"group_offload_type must be one of {', '.join(GROUP_OFFLOAD_TYPES)}, got {group_offload_type!r}")
     given_pipe = pipe is not None
-    plan_windows(window + 1, window, window_overlap)  # bad window settings fail before anything loads
+    check_windows(window, window_overlap)  # before anything loads
     rounded_frames = None if num_frames is None else round_num_frames(int(num_frames))
-    if rounded_frames != num_frames and num_frames is not None:
+    if num_frames is not None and rounded_frames != num_frames:
         logger.warning("num_frames %d is not 4k+1; using %d as the reference does", num_frames, rounded_frames)
     h, w = round_size(int(height), int(width))
     if (h, w) != (height, width):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ex4d.errors import InputError
 
-__all__ = ["Window", "plan_windows", "model_frames", "DEFAULT_WINDOW", "DEFAULT_OVERLAP"]
+__all__ = ["Window", "plan_windows", "check_windows", "model_frames", "DEFAULT_WINDOW", "DEFAULT_OVERLAP"]
 
 #: Frames per window: the reference's 49 (81, Wan2.1's native length, is also accepted).
 DEFAULT_WINDOW = 49
@@ -41,6 +41,20 @@ class Window:
         return self.stop - self.start
 
 
+def check_windows(window: int, overlap: int) -> None:
+    """Refuse window settings that break the alignment rules (module doc), in one line naming the flag.
+
+    Raises:
+        InputError: ``window`` not 4k+1 (>= 13), ``overlap`` not a multiple of 4 in [4, (window - 2) / 2].
+    """
+    if window < 13 or window % 4 != 1:
+        raise InputError(f"--window: expected 4k+1 frames, at least 13 (e.g. 49 or 81), found {window}")
+    # at most half a window: a window then shares frames with its neighbours only, never with the one after next
+    most = (window - 2) // 2 // 4 * 4
+    if overlap < 4 or overlap % 4 or overlap > most:
+        raise InputError(f"--window-overlap: expected a multiple of 4 between 4 and {most}, found {overlap}")
+
+
 def plan_windows(num_frames: int, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP) -> list[Window]:
     """Cut a clip of ``num_frames`` frames into model windows (see the module doc).
 
@@ -49,12 +63,7 @@ def plan_windows(num_frames: int, window: int = DEFAULT_WINDOW, overlap: int = D
     """
     if num_frames < 1:
         raise InputError("the clip has no frames")
-    if window < 13 or window % 4 != 1:
-        raise InputError(f"--window: expected 4k+1 frames, at least 13 (e.g. 49 or 81), found {window}")
-    # at most half a window: a window then shares frames with its neighbours only, never with the one after next
-    most = (window - 2) // 2 // 4 * 4
-    if overlap < 4 or overlap % 4 or overlap > most:
-        raise InputError(f"--window-overlap: expected a multiple of 4 between 4 and {most}, found {overlap}")
+    check_windows(window, overlap)
     stride = window - 1 - overlap
     windows, start = [], 0
     while True:
