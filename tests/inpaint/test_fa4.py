@@ -13,8 +13,8 @@ from diffusers.models.attention_dispatch import _HUB_KERNELS_REGISTRY, Attention
 import ex4d.inpaint.fa4 as fa4
 from ex4d.errors import InputError
 from ex4d.inpaint.loading import load_pipeline
-from ex4d.inpaint.speed import (SpeedSettings, _module_found, configure_speed, pick_attention_backend,
-                                set_model_attention_backend)
+from ex4d.inpaint.speed import SpeedSettings, configure_speed, pick_attention_backend, set_model_attention_backend
+from ex4d.utils.modules import module_found
 
 from .tiny import tiny_videos
 
@@ -125,7 +125,7 @@ def test_auto_picks_fa4_on_hopper_and_blackwell_only(fake_gpu, fa4_namespace_onl
 def test_auto_without_fa4_is_unchanged(fake_gpu, monkeypatch):
     monkeypatch.setattr(fa4, "fa4_installed", lambda: False)
     cuda = torch.device("cuda", 0)
-    if _module_found("flash_attn_interface") or _module_found("flash_attn.flash_attn_interface"):
+    if module_found("flash_attn_interface") or module_found("flash_attn.flash_attn_interface"):
         pytest.skip("flash-attn 2 or 3 is installed here")
     assert pick_attention_backend(cuda) == "_native_cudnn"
     fake_gpu["value"] = (8, 0)

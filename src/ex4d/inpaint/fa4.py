@@ -15,12 +15,12 @@ Shapes: ``query`` (B, Lq, H, D), ``key``/``value`` (B, Lk, H, D) in bf16/fp16 on
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import torch
 
 from ex4d.errors import InputError
+from ex4d.utils.modules import module_found
 
 __all__ = ["FA4_BACKEND", "fa4_installed", "fa4_supported", "install_fa4_kernel", "fa4_attention"]
 
@@ -35,10 +35,7 @@ _INSTALL_HINT = 'pip install "ex4d[fa4]"'
 
 def fa4_installed() -> bool:
     """True when the ``flash-attn-4`` package (module ``flash_attn.cute``) can be imported."""
-    try:
-        return importlib.util.find_spec("flash_attn.cute") is not None
-    except (ImportError, ValueError):  # a parent ``flash_attn`` that is not a package, or a broken install
-        return False
+    return module_found("flash_attn.cute")
 
 
 def fa4_supported(device: torch.device) -> bool:

@@ -93,13 +93,13 @@ def enable_context_parallel(transformer, ctx: ParallelContext, mode: str = "ulys
     current = procs[0]._attention_backend if procs else None
     current = getattr(current, "value", current)
     if not (cp_capable(current) and current in allowed):
-        from ex4d.inpaint.speed import _module_found
+        from ex4d.utils.modules import module_found
 
         # flash-attn 2's own module: a bare ``flash_attn`` may be FA4's namespace package (no context parallelism).
         needs = {"_flash_3": "flash_attn_interface", "flash": "flash_attn.flash_attn_interface"}
         cuda = ctx.device.type == "cuda"
         found = [b for b in allowed if cp_capable(b) and (cuda or b == "native")
-                 and (b not in needs or _module_found(needs[b]))]
+                 and (b not in needs or module_found(needs[b]))]
         if not found:
             raise InputError(f"--parallel-mode ring: expected CUDA devices (cuDNN or flash attention), found "
                              f"{ctx.device.type}; use --parallel-mode ulysses")

@@ -36,7 +36,6 @@ __all__ = [
     "check_size",
     "erosion_kernels",
     "erode",
-    "resize_frames",
     "prepare_videos",
     "encoder_mask_input",
 ]
@@ -122,13 +121,6 @@ def _as_frames(frames, name: str, device=None) -> torch.Tensor:
         t = t.to(device)  # moved as uint8: a quarter of the bytes of the float frames
     t = t.permute(0, 3, 1, 2).float()
     return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
-
-
-def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear resize of (T, C, H, W) float frames, half-pixel centres (cv2.INTER_LINEAR), no antialiasing."""
-    if frames.shape[-2:] == (height, width):
-        return frames
-    return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
 
 
 def prepare_videos(

@@ -45,9 +45,9 @@ def _require_device(device: torch.device) -> None:
 
 
 def _require_torchao() -> None:
-    import importlib.util
+    from ex4d.utils.modules import module_found
 
-    if importlib.util.find_spec("torchao") is None:
+    if not module_found("torchao"):
         raise InputError("fp8 matmuls need torchao: pip install 'ex4d[fp8]'")
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ex4d.errors import InputError
+from ex4d.utils.modules import module_found
 
 __all__ = ["SpeedSettings", "SPEED_MODES", "configure_speed", "pick_attention_backend", "set_model_attention_backend",
            "fuse_lora", "unfuse_lora", "parse_cache", "uncompile_blocks"]
@@ -73,22 +74,13 @@ def pick_attention_backend(device: torch.device) -> str:
 
     if fa4_supported(device):
         return FA4_BACKEND
-    if _module_found("flash_attn_interface"):
+    if module_found("flash_attn_interface"):
         return "_flash_3"
     # flash-attn 2's own module; ``flash_attn`` alone may be FA4's namespace package (``flash_attn.cute``).
-    if _module_found("flash_attn.flash_attn_interface"):
+    if module_found("flash_attn.flash_attn_interface"):
         return "flash"
     major, _ = torch.cuda.get_device_capability(device)
     return "_native_cudnn" if major >= 9 else "native"
-
-
-def _module_found(name: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def set_model_attention_backend(model: torch.nn.Module, backend: str) -> int:
